@@ -1,0 +1,38 @@
+"""gprune: training-free visual token pruning for multimodal LLMs with G-Prune (Jiang et al., AAAI 2025)."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from gprune.config import PAPER_SIMILARITY_THRESHOLD, GPruneConfig
+from gprune.core import graph_scores, keep_count, select_tokens
+from gprune.layouts import (
+    TokenLayout,
+    kept_token_count,
+    llava_next_layout,
+    select_in_layout,
+    select_llava_next,
+    single_group_layout,
+)
+from gprune.methods import available_methods, get_method, register_method
+
+try:
+    __version__ = version("gprune")
+except PackageNotFoundError:  # running from a source tree without installation
+    __version__ = "0.0.0+unknown"
+
+__all__ = [
+    "PAPER_SIMILARITY_THRESHOLD",
+    "GPruneConfig",
+    "TokenLayout",
+    "__version__",
+    "available_methods",
+    "get_method",
+    "graph_scores",
+    "keep_count",
+    "kept_token_count",
+    "llava_next_layout",
+    "register_method",
+    "select_in_layout",
+    "select_llava_next",
+    "select_tokens",
+    "single_group_layout",
+]

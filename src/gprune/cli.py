@@ -1,0 +1,45 @@
+"""The `gprune` command line. Each sub-command lives in its own module and registers itself here."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+import gprune
+from gprune.errors import UserError
+
+# Each module defines `add_command(subparsers)`, which adds its sub-command and sets `handler`.
+COMMAND_MODULES: list[str] = [
+    "gprune.cli_demo",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gprune",
+        description="Training-free visual token pruning for multimodal LLMs (G-Prune, AAAI 2025).",
+    )
+    parser.add_argument("--version", action="version", version=f"gprune {gprune.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).add_command(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(args.handler(args) or 0)
+    except (UserError, FileNotFoundError, ValueError) as err:
+        print(f"gprune {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""`GPruneConfig`: every pruning setting in one validated, serialisable object."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+from gprune.core import DEFAULT_ITERATIONS, DEFAULT_SIMILARITY_THRESHOLD, DEFAULT_TEMPERATURE
+from gprune.methods import available_methods
+from gprune.validation import Keep, check_keep, check_scoring_params
+
+PositionMode = Literal["original", "compact"]
+POSITION_MODES: tuple[str, ...] = ("original", "compact")
+
+PAPER_SIMILARITY_THRESHOLD = 0.7
+"""The threshold the paper's ablation reports as best; the released code defaults to 0.5."""
+
+
+@dataclass(frozen=True)
+class GPruneConfig:
+    """What to prune and how.
+
+    keep: ratio in (0, 1] of each group's tokens, or a token budget per image (int >= 1).
+    similarity_threshold: cosine threshold s for graph edges, in [-1, 1). 0.5 is the released code's
+        default; 0.7 is the paper's best ablation setting (`PAPER_SIMILARITY_THRESHOLD`).
+    temperature: softmax temperature tau > 0 of the transition matrix.
+    iterations: propagation steps T >= 1.
+    positions: "original" keeps each kept token's unpruned RoPE position (the released code);
+        "compact" renumbers positions contiguously.
+    method: registered selector name ("gprune" or a baseline).
+    method_params: extra keyword arguments for a baseline method (e.g. {"seed": 0}).
+    """
+
+    keep: Keep = 0.5
+    similarity_threshold: float = DEFAULT_SIMILARITY_THRESHOLD
+    temperature: float = DEFAULT_TEMPERATURE
+    iterations: int = DEFAULT_ITERATIONS
+    positions: PositionMode = "original"
+    method: str = "gprune"
+    method_params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_keep(self.keep)
+        check_scoring_params(self.similarity_threshold, self.temperature, self.iterations)
+        if self.positions not in POSITION_MODES:
+            raise ValueError(f"positions must be one of {POSITION_MODES}, got {self.positions!r}")
+        if self.method not in available_methods():
+            raise ValueError(f"method must be one of {available_methods()}, got {self.method!r}")
+        if not isinstance(self.method_params, dict):
+            raise TypeError(f"method_params must be a dict, got {type(self.method_params).__name__}")
+
+    def selector_params(self) -> dict[str, Any]:
+        """Keyword arguments for the configured method."""
+        if self.method == "gprune":
+            return {
+                "similarity_threshold": self.similarity_threshold,
+                "temperature": self.temperature,
+                "iterations": self.iterations,
+                **self.method_params,
+            }
+        return dict(self.method_params)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GPruneConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown GPruneConfig field(s) {unknown}; known fields: {sorted(known)}")
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> GPruneConfig:
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"GPruneConfig JSON must be an object, got {type(data).__name__}")
+        return cls.from_dict(data)

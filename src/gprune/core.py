@@ -1,0 +1,114 @@
+"""G-Prune scoring and selection on tensors, as the authors' released code computes it (DESIGN.md §1.1).
+
+The released code forms the T-step transition ``P^T`` with ``matrix_power`` (dense N^3 products). We
+propagate the vector instead (T vector-matrix products) and never normalise P explicitly: with
+``P = E / z`` row-wise, ``v @ P == (v / z) @ E``, which saves a full pass over the N x N matrix. The
+result is the same up to fp32 rounding; the tests check the kept sets against the dense form.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from gprune.validation import Keep, check_features, check_keep, check_scoring_params
+
+DEFAULT_SIMILARITY_THRESHOLD = 0.5
+DEFAULT_TEMPERATURE = 0.03
+DEFAULT_ITERATIONS = 5
+
+
+@torch.no_grad()
+def graph_scores(
+    features: Tensor,
+    *,
+    similarity_threshold: float = DEFAULT_SIMILARITY_THRESHOLD,
+    temperature: float = DEFAULT_TEMPERATURE,
+    iterations: int = DEFAULT_ITERATIONS,
+    mask: Tensor | None = None,
+) -> Tensor:
+    """Score tokens by how much information they gather on the cosine-similarity graph.
+
+    `features` is (N, D) or (B, N, D) in any float dtype; scoring runs in fp32. `mask` (B, N) bool marks
+    valid tokens: invalid ones take no part in the graph and score ``-inf``. An all-zero feature vector
+    has no cosine direction: it is an isolated node (self-loop only, degree 1) and scores 0.
+    Returns fp32 scores (N,) or (B, N).
+    """
+    check_scoring_params(similarity_threshold, temperature, iterations)
+    x, valid, was_2d = check_features(features, mask)
+    x = x.masked_fill(~valid.unsqueeze(-1), 0.0)
+
+    info = x.norm(dim=-1)  # initial information w_i = ||X_i||_2, (B, N)
+    unit = torch.nn.functional.normalize(x, dim=-1)  # zero rows stay zero
+    sim = unit @ unit.mT  # (B, N, N) cosine similarity; the only N x N float buffer
+
+    non_edge = sim < similarity_threshold
+    node = valid & (info > 0)  # zero vectors and masked tokens join no edge but a self-loop
+    if not bool(node.all()):
+        non_edge |= ~(node.unsqueeze(-1) & node.unsqueeze(-2))
+    non_edge.diagonal(dim1=-2, dim2=-1).copy_(~valid)  # every valid token has its self-loop
+    sim.diagonal(dim1=-2, dim2=-1).fill_(1.0)
+
+    n = x.shape[1]
+    degree = n - non_edge.sum(dim=-1, dtype=torch.int32)  # edges of each node, self included
+
+    # Row-wise softmax over edges, shifted by the row maximum (the self-loop's cosine, 1).
+    sim.sub_(1.0).mul_(1.0 / temperature).masked_fill_(non_edge, float("-inf")).exp_()
+    del non_edge
+    row_sum = sim.sum(dim=-1).clamp_min_(torch.finfo(torch.float32).tiny)  # masked rows sum to 0
+
+    v = info.unsqueeze(-2)  # (B, 1, N) row vector
+    for _ in range(iterations):
+        v = (v / row_sum.unsqueeze(-2)) @ sim
+    scores = v.squeeze(-2) / degree.clamp_min(1)
+    scores = scores.masked_fill(~valid, float("-inf"))
+    return scores[0] if was_2d else scores
+
+
+def keep_count(keep: Keep, n: int) -> int:
+    """Number of tokens kept from `n`: ``int(ratio * n)`` (at least 1) for a ratio, ``min(count, n)``.
+
+    A pure function of its inputs, so callers (e.g. serving engines) can size buffers before features
+    exist.
+    """
+    keep = check_keep(keep)
+    if n < 1:
+        raise ValueError(f"cannot keep tokens out of n = {n}: need at least one token")
+    if isinstance(keep, int):
+        return min(keep, n)
+    return max(1, int(keep * n))
+
+
+def top_indices(scores: Tensor, k: int) -> Tensor:
+    """Indices of the `k` highest scores, ascending; ties go to the lower index (deterministic)."""
+    order = torch.sort(scores, descending=True, stable=True).indices[:k]
+    return torch.sort(order).values
+
+
+def select_tokens(
+    features: Tensor,
+    keep: Keep,
+    *,
+    similarity_threshold: float = DEFAULT_SIMILARITY_THRESHOLD,
+    temperature: float = DEFAULT_TEMPERATURE,
+    iterations: int = DEFAULT_ITERATIONS,
+    mask: Tensor | None = None,
+) -> Tensor | list[Tensor]:
+    """Indices of the tokens G-Prune keeps, in ascending (original) order.
+
+    `keep` is a ratio in (0, 1] (``int(ratio * n)``, at least 1, where n counts valid tokens) or a count
+    >= 1 (capped at n). For (N, D) input returns a 1-D LongTensor; for (B, N, D) input returns a list
+    of B 1-D LongTensors, since masked batch items may keep different numbers of tokens.
+    """
+    keep = check_keep(keep)
+    scores = graph_scores(
+        features,
+        similarity_threshold=similarity_threshold,
+        temperature=temperature,
+        iterations=iterations,
+        mask=mask,
+    )
+    if scores.dim() == 1:
+        return top_indices(scores, keep_count(keep, int(torch.isfinite(scores).sum())))
+    valid_counts = torch.isfinite(scores).sum(dim=-1).tolist()
+    return [top_indices(row, keep_count(keep, n)) for row, n in zip(scores, valid_counts, strict=True)]

@@ -1,0 +1,166 @@
+"""How one image's visual tokens split into groups that are scored separately, and the kept counts.
+
+A `TokenLayout` is all the selection needs to know about a model's packing: the groups (each scored as
+its own graph with the same keep setting) and the tokens that are always kept (LLaVA-NeXT's newlines).
+Model adapters build layouts; nothing here knows about model classes.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from gprune.core import keep_count
+from gprune.methods import get_method
+from gprune.validation import Keep, check_features, check_keep
+
+
+@dataclass(frozen=True)
+class TokenLayout:
+    """Packed visual tokens of one image: `length` rows, split into `groups` plus `always_keep`.
+
+    Every index in ``range(length)`` is in exactly one group or in `always_keep`.
+    """
+
+    length: int
+    groups: tuple[Tensor, ...]
+    always_keep: Tensor
+
+    def __post_init__(self) -> None:
+        seen = torch.cat([*self.groups, self.always_keep]) if self.groups else self.always_keep
+        if seen.numel() != self.length or not torch.equal(torch.sort(seen).values, torch.arange(self.length)):
+            raise ValueError(f"layout groups and always-kept tokens must partition range({self.length})")
+        if any(g.numel() == 0 for g in self.groups):
+            raise ValueError("layout has an empty group")
+
+
+def single_group_layout(length: int) -> TokenLayout:
+    """One graph over all tokens (LLaVA-1.5, Qwen-VL images)."""
+    if length < 1:
+        raise ValueError(f"a layout needs at least one token, got length {length}")
+    return TokenLayout(length, (torch.arange(length),), torch.empty(0, dtype=torch.long))
+
+
+def llava_next_layout(base_tokens: int, grid_rows: int, grid_cols: int) -> TokenLayout:
+    """LLaVA-NeXT packing: base view, then `grid_rows` rows of `grid_cols` tokens each ending in a newline.
+
+    ``grid_rows == grid_cols == 0`` is the single-tile case: the base view followed by one newline.
+    Base and grid are separate groups; every newline is always kept (as the released code does).
+    """
+    for name, value in (("base_tokens", base_tokens), ("grid_rows", grid_rows), ("grid_cols", grid_cols)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+    if base_tokens < 1:
+        raise ValueError(f"base_tokens must be >= 1, got {base_tokens}")
+    if (grid_rows == 0) != (grid_cols == 0):
+        raise ValueError(
+            f"grid_rows and grid_cols must both be 0 (single tile) or both >= 1, got {grid_rows}x{grid_cols}"
+        )
+    base = torch.arange(base_tokens)
+    if grid_rows == 0:
+        return TokenLayout(base_tokens + 1, (base,), torch.tensor([base_tokens]))
+    cells = torch.arange(grid_rows * (grid_cols + 1)).view(grid_rows, grid_cols + 1) + base_tokens
+    grid = cells[:, :grid_cols].reshape(-1)
+    newlines = cells[:, grid_cols]
+    return TokenLayout(base_tokens + grid_rows * (grid_cols + 1), (base, grid), newlines)
+
+
+def group_keep_counts(layout: TokenLayout, keep: Keep) -> list[int]:
+    """Tokens kept in each group.
+
+    A ratio applies to every group alike (``int(ratio * n_g)``, at least 1), as the released code does.
+    A count is a budget for the whole image, always-kept tokens included: what remains after them is
+    split across groups in proportion to their sizes (largest remainder), at least one per group.
+    """
+    keep = check_keep(keep)
+    sizes = [int(g.numel()) for g in layout.groups]
+    if isinstance(keep, float):
+        return [keep_count(keep, n) for n in sizes]
+    budget = min(keep, layout.length) - int(layout.always_keep.numel())
+    if budget < len(sizes):
+        raise ValueError(
+            f"keep = {keep} tokens is too few for this image: {layout.always_keep.numel()} tokens are always "
+            f"kept and each of its {len(sizes)} group(s) keeps at least one"
+        )
+    total = sum(sizes)
+    exact = [budget * n / total for n in sizes]
+    counts = [max(1, int(e)) for e in exact]
+    by_remainder = sorted(range(len(sizes)), key=lambda i: (counts[i] - exact[i], i))
+    i = 0
+    while sum(counts) < budget:
+        j = by_remainder[i % len(sizes)]
+        if counts[j] < sizes[j]:
+            counts[j] += 1
+        i += 1
+    while sum(counts) > budget:  # only when the at-least-one floor overshoots
+        j = max(range(len(sizes)), key=lambda g: counts[g])
+        counts[j] -= 1
+    return counts
+
+
+def kept_token_count(layout: TokenLayout, keep: Keep) -> int:
+    """Visual tokens one image keeps under `keep`: a pure function of layout and keep setting."""
+    return sum(group_keep_counts(layout, keep)) + int(layout.always_keep.numel())
+
+
+def select_groups(
+    groups: Sequence[Tensor], counts: Sequence[int], *, method: str = "gprune", **params: Any
+) -> list[Tensor]:
+    """Run `method` on many independent token groups (each (n_g, D)), batching groups of equal size.
+
+    Returns, per group, the kept indices (ascending) into that group.
+    """
+    if len(groups) != len(counts):
+        raise ValueError(f"got {len(groups)} groups but {len(counts)} keep counts")
+    selector = get_method(method)
+    buckets: dict[tuple[int, int, torch.device], list[int]] = defaultdict(list)
+    for i, g in enumerate(groups):
+        if g.dim() != 2:
+            raise ValueError(f"group {i} must have shape (n, D), got {tuple(g.shape)}")
+        buckets[(g.shape[0], g.shape[1], g.device)].append(i)
+    result: list[Tensor | None] = [None] * len(groups)
+    for members in buckets.values():
+        x, mask, _ = check_features(torch.stack([groups[i] for i in members]))
+        kept = selector(x, mask, [counts[i] for i in members], **params)
+        for i, idx in zip(members, kept, strict=True):
+            result[i] = idx
+    return [r for r in result if r is not None]
+
+
+def select_in_layout(
+    features: Tensor, layout: TokenLayout, keep: Keep, *, method: str = "gprune", **params: Any
+) -> Tensor:
+    """Kept indices (ascending) into one image's packed features under `layout`."""
+    if features.dim() != 2 or features.shape[0] != layout.length:
+        raise ValueError(
+            f"packed features have shape {tuple(features.shape)} but the layout expects ({layout.length}, D)"
+        )
+    counts = group_keep_counts(layout, keep)
+    kept = select_groups([features[g] for g in layout.groups], counts, method=method, **params)
+    idx = [g[k.cpu()] for g, k in zip(layout.groups, kept, strict=True)]
+    return torch.sort(torch.cat([*idx, layout.always_keep])).values.to(features.device)
+
+
+def select_llava_next(
+    features: Tensor, *, base_tokens: int, grid_rows: int, grid_cols: int, keep: Keep, **scoring_kwargs: Any
+) -> Tensor:
+    """G-Prune on one image's packed LLaVA-NeXT features, grouped as the released code does.
+
+    Base view and high-res grid (newlines excluded) are separate graphs with the same `keep`; every
+    newline is kept. ``grid_rows == grid_cols == 0`` is the single tile: base view plus one newline.
+    Returns ascending indices into the packed layout.
+    """
+    layout = llava_next_layout(base_tokens, grid_rows, grid_cols)
+    if features.dim() != 2 or features.shape[0] != layout.length:
+        shape = tuple(features.shape)
+        raise ValueError(
+            f"packed LLaVA-NeXT features have shape {shape}, but base_tokens={base_tokens} with a "
+            f"{grid_rows}x{grid_cols} grid packs {layout.length} rows "
+            f"(base + rows*(cols+1){' ; single tile: base + 1 newline' if grid_rows == 0 else ''})"
+        )
+    return select_in_layout(features, layout, keep, method="gprune", **scoring_kwargs)
