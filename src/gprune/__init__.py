@@ -3,7 +3,7 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from gprune.config import PAPER_SIMILARITY_THRESHOLD, GPruneConfig
-from gprune.core import graph_scores, keep_count, select_tokens
+from gprune.core import graph_scores, information_flow, keep_count, select_tokens
 from gprune.layouts import (
     TokenLayout,
     kept_token_count,
@@ -27,6 +27,7 @@ __all__ = [
     "available_methods",
     "get_method",
     "graph_scores",
+    "information_flow",
     "keep_count",
     "kept_token_count",
     "llava_next_layout",

@@ -34,6 +34,48 @@ def graph_scores(
     has no cosine direction: it is an isolated node (self-loop only, degree 1) and scores 0.
     Returns fp32 scores (N,) or (B, N).
     """
+    steps, degree, valid, was_2d = _propagate(
+        features, similarity_threshold, temperature, iterations, mask, keep_all_steps=False
+    )
+    scores = steps[-1] / degree.clamp_min(1)
+    scores = scores.masked_fill(~valid, float("-inf"))
+    return scores[0] if was_2d else scores
+
+
+@torch.no_grad()
+def information_flow(
+    features: Tensor,
+    *,
+    similarity_threshold: float = DEFAULT_SIMILARITY_THRESHOLD,
+    temperature: float = DEFAULT_TEMPERATURE,
+    iterations: int = DEFAULT_ITERATIONS,
+    mask: Tensor | None = None,
+) -> Tensor:
+    """The information each token holds after every propagation step: ``v_t = w P^t`` for t = 0..T.
+
+    Same graph and arguments as `graph_scores` (whose scores are ``v_T / degree``); row 0 is the initial
+    information ``w_i = ||X_i||``. P is row-stochastic, so every row sums to the same total. Use it to
+    see where information concentrates. Returns fp32 (T + 1, N) or (B, T + 1, N); masked tokens hold 0.
+    """
+    steps, _, _, was_2d = _propagate(features, similarity_threshold, temperature, iterations, mask, keep_all_steps=True)
+    flow = torch.stack(steps, dim=-2)
+    return flow[0] if was_2d else flow
+
+
+def _propagate(
+    features: Tensor,
+    similarity_threshold: float,
+    temperature: float,
+    iterations: int,
+    mask: Tensor | None,
+    *,
+    keep_all_steps: bool,
+) -> tuple[list[Tensor], Tensor, Tensor, bool]:
+    """Build the graph and propagate: (information per step (B, N), degree (B, N), valid (B, N), was_2d).
+
+    The one implementation behind `graph_scores` and `information_flow`. With ``keep_all_steps=False``
+    only the last step is returned, so scoring holds no extra (B, N) buffers.
+    """
     check_scoring_params(similarity_threshold, temperature, iterations)
     x, valid, was_2d = check_features(features, mask)
     x = x.masked_fill(~valid.unsqueeze(-1), 0.0)
@@ -58,11 +100,11 @@ def graph_scores(
     row_sum = sim.sum(dim=-1).clamp_min_(torch.finfo(torch.float32).tiny)  # masked rows sum to 0
 
     v = info.unsqueeze(-2)  # (B, 1, N) row vector
+    steps = [info]
     for _ in range(iterations):
         v = (v / row_sum.unsqueeze(-2)) @ sim
-    scores = v.squeeze(-2) / degree.clamp_min(1)
-    scores = scores.masked_fill(~valid, float("-inf"))
-    return scores[0] if was_2d else scores
+        steps = [*steps, v.squeeze(-2)] if keep_all_steps else [v.squeeze(-2)]
+    return steps, degree, valid, was_2d
 
 
 def keep_count(keep: Keep, n: int) -> int:
