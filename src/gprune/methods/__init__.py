@@ -47,4 +47,10 @@ def available_methods() -> list[str]:
     return sorted(_REGISTRY)
 
 
+from gprune.methods import dart as _dart  # noqa: E402,F401  (registers "dart")
+from gprune.methods import divprune as _divprune  # noqa: E402,F401  (registers "divprune")
 from gprune.methods import gprune as _gprune  # noqa: E402,F401  (registers "gprune")
+from gprune.methods import gprune_paper as _gprune_paper  # noqa: E402,F401  (registers "gprune-paper")
+from gprune.methods import l2norm as _l2norm  # noqa: E402,F401  (registers "l2norm")
+from gprune.methods import random as _random  # noqa: E402,F401  (registers "random")
+from gprune.methods import uniform as _uniform  # noqa: E402,F401  (registers "uniform")
