@@ -117,3 +117,10 @@ def test_keep_count_follows_int_of_ratio_times_n() -> None:
     assert gprune.keep_count(1.0, 7) == 7
     assert gprune.keep_count(320, 100) == 100  # a count is capped at n
     assert gprune.keep_count(320, 2880) == 320
+
+
+def test_features_whose_norm_overflows_fp32_are_reported() -> None:
+    x = torch.ones(4, 8)
+    x[2] = 1e30
+    with pytest.raises(ValueError, match="too large for fp32"):
+        gprune.graph_scores(x)

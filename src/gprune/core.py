@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from gprune.validation import Keep, check_features, check_keep, check_scoring_params
+from gprune.validation import Keep, check_features, check_finite_rows, check_keep, check_scoring_params
 
 DEFAULT_SIMILARITY_THRESHOLD = 0.5
 DEFAULT_TEMPERATURE = 0.03
@@ -77,10 +77,12 @@ def _propagate(
     only the last step is returned, so scoring holds no extra (B, N) buffers.
     """
     check_scoring_params(similarity_threshold, temperature, iterations)
-    x, valid, was_2d = check_features(features, mask)
-    x = x.masked_fill(~valid.unsqueeze(-1), 0.0)
+    x, valid, was_2d = check_features(features, mask, check_finite=False)
+    if mask is not None and not bool(valid.all()):
+        x = x.masked_fill(~valid.unsqueeze(-1), 0.0)  # masked rows may hold anything, NaN included
 
     info = x.norm(dim=-1)  # initial information w_i = ||X_i||_2, (B, N)
+    check_finite_rows(x, info, valid)
     unit = torch.nn.functional.normalize(x, dim=-1)  # zero rows stay zero
     sim = unit @ unit.mT  # (B, N, N) cosine similarity; the only N x N float buffer
 

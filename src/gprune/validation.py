@@ -42,8 +42,14 @@ def check_scoring_params(similarity_threshold: float, temperature: float, iterat
         raise ValueError(f"iterations must be >= 1, got {iterations}")
 
 
-def check_features(features: object, mask: object = None) -> tuple[Tensor, Tensor, bool]:
-    """Validate features and mask; return (fp32 features (B, N, D), bool mask (B, N), input_was_2d)."""
+def check_features(
+    features: object, mask: object = None, *, check_finite: bool = True
+) -> tuple[Tensor, Tensor, bool]:
+    """Validate features and mask; return (fp32 features (B, N, D), bool mask (B, N), input_was_2d).
+
+    With ``check_finite=False`` the caller promises to call `check_finite_rows` on something it computes
+    anyway (a row norm is NaN/Inf exactly when its row is), which spares a full pass over the features.
+    """
     if not isinstance(features, Tensor):
         raise TypeError(f"features must be a torch.Tensor, got {type(features).__name__}")
     if not features.is_floating_point():
@@ -77,8 +83,17 @@ def check_features(features: object, mask: object = None) -> tuple[Tensor, Tenso
         if not bool(m.any(dim=-1).all()):
             empty = [i for i, row in enumerate(m.any(dim=-1).tolist()) if not row]
             raise ValueError(f"mask leaves no valid token in batch item(s) {empty}")
-    finite = torch.isfinite(x).all(dim=-1) | ~m
-    if not bool(finite.all()):
-        bad = finite.logical_not().nonzero()[:5].tolist()
-        raise ValueError(f"features contain NaN or Inf at (batch, token) {bad} (first ones shown)")
+    if check_finite:
+        check_finite_rows(x, x.sum(dim=-1), m)
     return x, m, was_2d
+
+
+def check_finite_rows(x: Tensor, row_summary: Tensor, mask: Tensor) -> None:
+    """Raise if a valid row of `x` holds NaN/Inf; `row_summary` (B, N) is any per-row reduction of `x`."""
+    if bool((torch.isfinite(row_summary) | ~mask).all()):
+        return
+    finite = torch.isfinite(x).all(dim=-1) | ~mask
+    if bool(finite.all()):
+        raise ValueError("features are too large for fp32: a token's norm overflows (rescale the features)")
+    bad = finite.logical_not().nonzero()[:5].tolist()
+    raise ValueError(f"features contain NaN or Inf at (batch, token) {bad} (first ones shown)")
