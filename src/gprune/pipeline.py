@@ -1,0 +1,289 @@
+"""The one routine that applies keep decisions to a model call; no other module knows the token layout.
+
+Given a call's ``input_ids`` and the per-image visual tokens an adapter extracted, it
+
+1. locates each image among the placeholder tokens (`locate_images`: image k takes the next n_k
+   placeholders in row-major order, the order ``masked_scatter`` fills them);
+2. selects the kept tokens of every image with the configured method (`select_images`), each layout
+   group scored as its own graph, always-kept tokens (newlines) kept;
+3. cuts ``input_ids``, ``attention_mask``, positions and any per-token tensor by the keep mask and
+   re-pads the batch on the side it was padded (`prune_sequences`); text and padding tokens are never
+   removed, so with nothing pruned the call is unchanged;
+4. maps outputs of the shortened call back to the original layout (`restore_layout`).
+
+`prune_call` runs the four steps for an adapter and returns the keyword arguments of the pruned call
+together with a `PruneReport` of what was pruned.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from gprune.adapters.base import EncodedImages, ImageTokens, ModelAdapter
+from gprune.config import GPruneConfig
+from gprune.layouts import group_keep_counts, select_groups
+from gprune.validation import Keep
+
+PaddingSide = Literal["left", "right"]
+
+
+@dataclass(frozen=True)
+class ImageSpan:
+    """Where one image's placeholder tokens sit: batch row and the (ascending) columns in ``input_ids``."""
+
+    row: int
+    columns: Tensor
+
+
+@dataclass(frozen=True)
+class PrunedSequences:
+    """A batch after cutting: tensors of length L' and the map back to the original length L.
+
+    `source_index` (B, L') holds the original column of every new column, -1 for padding added when
+    re-padding; `keep_mask` (B, L) marks the original tokens that were kept (all text and padding).
+    """
+
+    input_ids: Tensor
+    attention_mask: Tensor
+    position_ids: Tensor
+    per_token: dict[str, Tensor]
+    source_index: Tensor
+    keep_mask: Tensor
+    padding_side: PaddingSide
+
+
+@dataclass(frozen=True)
+class ImageReport:
+    """What happened to one image: its batch row, visual tokens before and after, kept indices (ascending,
+    into the image's packed tokens)."""
+
+    batch_index: int
+    tokens_before: int
+    tokens_after: int
+    kept_indices: Tensor
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    """What the last pruned call did, image by image, in placeholder order."""
+
+    images: tuple[ImageReport, ...]
+    keep: Keep
+    method: str
+    positions: str
+    selection_seconds: float
+
+    @property
+    def tokens_before(self) -> int:
+        return sum(r.tokens_before for r in self.images)
+
+    @property
+    def tokens_after(self) -> int:
+        return sum(r.tokens_after for r in self.images)
+
+
+@dataclass(frozen=True)
+class PrunedCall:
+    """Keyword arguments for the original ``forward`` / ``generate``, the cut sequences, and the report."""
+
+    model_kwargs: dict[str, Any]
+    sequences: PrunedSequences
+    report: PruneReport
+
+
+def locate_images(input_ids: Tensor, image_token_id: int, lengths: Sequence[int]) -> list[ImageSpan]:
+    """Assign each image its run of placeholder tokens; a count mismatch is an error naming both counts."""
+    if input_ids.dim() != 2:
+        raise ValueError(f"input_ids must have shape (batch, length), got {tuple(input_ids.shape)}")
+    placeholders = (input_ids == image_token_id).flatten().nonzero().squeeze(1)
+    total = int(sum(lengths))
+    if placeholders.numel() != total:
+        raise ValueError(
+            f"image/placeholder mismatch: {len(lengths)} image(s) give {total} visual tokens "
+            f"({', '.join(str(n) for n in lengths)}), but input_ids hold {placeholders.numel()} image placeholder "
+            f"tokens (id {image_token_id}); pass the processor's input_ids together with its pixel values"
+        )
+    length = input_ids.shape[1]
+    spans = []
+    for k, flat in enumerate(torch.split(placeholders, [int(n) for n in lengths])):
+        rows = flat // length
+        if flat.numel() and bool((rows != rows[0]).any()):
+            raise ValueError(f"image {k}'s placeholder tokens span several batch rows; the inputs are malformed")
+        spans.append(ImageSpan(int(rows[0]), flat % length))
+    return spans
+
+
+def select_images(images: Sequence[ImageTokens], config: GPruneConfig) -> list[Tensor]:
+    """Kept indices (ascending) into each image's packed tokens; groups of equal size are scored together."""
+    groups: list[Tensor] = []
+    counts: list[int] = []
+    for image in images:
+        groups.extend(image.features[g.to(image.features.device)] for g in image.layout.groups)
+        counts.extend(group_keep_counts(image.layout, config.keep))
+    chosen = select_groups(groups, counts, method=config.method, **config.selector_params()) if groups else []
+    kept, i = [], 0
+    for image in images:
+        parts = [g[c.cpu()] for g, c in zip(image.layout.groups, chosen[i : i + len(image.layout.groups)], strict=True)]
+        i += len(image.layout.groups)
+        kept.append(torch.sort(torch.cat([*parts, image.layout.always_keep])).values)
+    return kept
+
+
+def infer_padding_side(attention_mask: Tensor) -> PaddingSide:
+    """'right' when every row starts attended and some row ends padded; otherwise 'left' (what decoding needs)."""
+    if bool((attention_mask[:, 0] != 0).all()) and bool((attention_mask[:, -1] == 0).any()):
+        return "right"
+    return "left"
+
+
+def prune_sequences(
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    position_ids: Tensor,
+    keep_mask: Tensor,
+    *,
+    per_token: Mapping[str, Tensor] | None = None,
+    padding_side: PaddingSide | None = None,
+    pad_token_id: int = 0,
+) -> PrunedSequences:
+    """Keep the columns of `keep_mask` in every row, then re-pad rows to the longest on `padding_side`.
+
+    `position_ids` is (B, L) or (C, B, L) (mRoPE) and already final for the kept tokens; it is gathered,
+    not renumbered. Added padding gets id `pad_token_id`, mask 0, position 0.
+    """
+    b, length = input_ids.shape
+    if tuple(attention_mask.shape) != (b, length) or tuple(keep_mask.shape) != (b, length):
+        raise ValueError(
+            f"input_ids {tuple(input_ids.shape)}, attention_mask {tuple(attention_mask.shape)} and keep mask "
+            f"{tuple(keep_mask.shape)} must have the same (batch, length)"
+        )
+    if position_ids.shape[-2:] != (b, length):
+        raise ValueError(f"position_ids {tuple(position_ids.shape)} must end in (batch, length) = {(b, length)}")
+    side = padding_side or infer_padding_side(attention_mask)
+    keep_mask = keep_mask.to(input_ids.device)
+    kept_per_row = keep_mask.sum(1)
+    new_length = int(kept_per_row.max()) if b else 0
+    offset = (new_length - kept_per_row) if side == "left" else torch.zeros_like(kept_per_row)
+    rank = keep_mask.long().cumsum(1) - 1 + offset.unsqueeze(1)
+    rows, cols = keep_mask.nonzero(as_tuple=True)
+    source = torch.full((b, new_length), -1, dtype=torch.long, device=input_ids.device)
+    source[rows, rank[rows, cols]] = cols
+    valid = source >= 0
+    index = source.clamp_min(0)
+
+    def cut(t: Tensor, fill: int) -> Tensor:
+        idx = index.to(t.device).expand(*t.shape[:-2], b, new_length)
+        return t.gather(-1, idx).masked_fill(~valid.to(t.device), fill)
+
+    return PrunedSequences(
+        input_ids=cut(input_ids, pad_token_id),
+        attention_mask=cut(attention_mask, 0),
+        position_ids=cut(position_ids, 0),
+        per_token={k: cut(v, 0) for k, v in (per_token or {}).items()},
+        source_index=source,
+        keep_mask=keep_mask,
+        padding_side=side,
+    )
+
+
+def restore_layout(values: Tensor, pruned: PrunedSequences) -> Tensor:
+    """Map (B, L', ...) outputs of the pruned call to (B, L, ...) in the original token layout.
+
+    A kept token gets its own value. A pruned token gets the value of the nearest kept token before it
+    in its row (for logits: what the pruned model predicts next at that point, so shifted next-token
+    scoring of the text lines up exactly); if none precedes it, the first kept token's.
+    """
+    b, length = pruned.keep_mask.shape
+    if values.shape[:2] != pruned.source_index.shape:
+        raise ValueError(
+            f"values of shape {tuple(values.shape)} do not match the pruned batch {tuple(pruned.source_index.shape)}"
+        )
+    device = pruned.source_index.device
+    new_col = torch.full((b, length), -1, dtype=torch.long, device=device)
+    rows, new_cols = (pruned.source_index >= 0).nonzero(as_tuple=True)
+    new_col[rows, pruned.source_index[rows, new_cols]] = new_cols
+    columns = torch.arange(length, device=device).expand(b, length)
+    last_kept = torch.where(pruned.keep_mask, columns, -1).cummax(dim=1).values
+    first_kept = pruned.keep_mask.long().argmax(dim=1, keepdim=True).expand(b, length)
+    src = new_col.gather(1, torch.where(last_kept >= 0, last_kept, first_kept))
+    index = src.to(values.device).view(b, length, *([1] * (values.dim() - 2))).expand(b, length, *values.shape[2:])
+    return values.gather(1, index)
+
+
+def _expand_positions(position_ids: Tensor, batch: int, length: int) -> Tensor:
+    if position_ids.shape[-1] != length:
+        raise ValueError(f"position_ids {tuple(position_ids.shape)} do not match the sequence length {length}")
+    if position_ids.dim() == 1:
+        position_ids = position_ids.unsqueeze(0)
+    return position_ids.expand(*position_ids.shape[:-2], batch, length)
+
+
+def prune_call(
+    adapter: ModelAdapter, inputs: Mapping[str, Any], config: GPruneConfig, *, for_generate: bool
+) -> PrunedCall:
+    """Select visual tokens for one call's inputs and build the keyword arguments of the pruned call.
+
+    `inputs` are the call's keyword arguments (``input_ids`` required, the adapter's image inputs
+    present). The returned ``model_kwargs`` replace ``input_ids``, ``attention_mask``, ``position_ids``,
+    the per-token tensors and the image inputs; everything else in `inputs` is the caller's to pass on.
+    """
+    input_ids = inputs.get("input_ids")
+    if not isinstance(input_ids, Tensor):
+        raise ValueError("pruning needs input_ids (a (batch, length) tensor); inputs_embeds are not supported")
+    b, length = input_ids.shape
+    attention_mask = inputs.get("attention_mask")
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    if attention_mask.dim() != 2:
+        raise ValueError(f"attention_mask must be 2-D (batch, length), got shape {tuple(attention_mask.shape)}")
+
+    encoded: EncodedImages = adapter.encode_images(inputs)
+    spans = locate_images(input_ids, adapter.image_token_id, [img.layout.length for img in encoded.images])
+    start = time.perf_counter()
+    kept = select_images(encoded.images, config)
+    seconds = time.perf_counter() - start
+
+    keep_mask = torch.ones(b, length, dtype=torch.bool, device=input_ids.device)
+    for span, k in zip(spans, kept, strict=True):
+        columns = span.columns.to(input_ids.device)
+        keep_mask[span.row, columns] = False
+        keep_mask[span.row, columns[k.to(input_ids.device)]] = True
+
+    if inputs.get("position_ids") is not None:
+        positions = _expand_positions(inputs["position_ids"], b, length)
+    else:
+        positions = adapter.position_ids(input_ids, attention_mask, inputs, for_generate=for_generate)
+    if config.positions == "compact":
+        positions = adapter.compact_positions(positions, keep_mask)
+
+    per_token = {k: inputs[k] for k in adapter.per_token_keys if isinstance(inputs.get(k), Tensor)}
+    pad_id = getattr(getattr(adapter.model, "generation_config", None), "pad_token_id", None)
+    pad_id = pad_id if isinstance(pad_id, int) else 0
+    sequences = prune_sequences(
+        input_ids, attention_mask, positions, keep_mask, per_token=per_token, pad_token_id=pad_id
+    )
+    model_kwargs: dict[str, Any] = {
+        "input_ids": sequences.input_ids,
+        "attention_mask": sequences.attention_mask,
+        "position_ids": sequences.position_ids,
+        **sequences.per_token,
+        **adapter.model_kwargs(encoded, kept),
+    }
+    model_kwargs = adapter.finalize(model_kwargs, sequences)
+    report = PruneReport(
+        images=tuple(
+            ImageReport(span.row, img.layout.length, int(k.numel()), k.cpu())
+            for span, img, k in zip(spans, encoded.images, kept, strict=True)
+        ),
+        keep=config.keep,
+        method=config.method,
+        positions=config.positions,
+        selection_seconds=seconds,
+    )
+    return PrunedCall(model_kwargs, sequences, report)
