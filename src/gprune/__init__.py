@@ -4,6 +4,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from gprune.config import PAPER_SIMILARITY_THRESHOLD, GPruneConfig
 from gprune.core import graph_scores, information_flow, keep_count, select_tokens
+from gprune.flops import kv_cache_bytes, llm_prefill_flops
 from gprune.layouts import (
     TokenLayout,
     kept_token_count,
@@ -29,8 +30,10 @@ __all__ = [
     "graph_scores",
     "information_flow",
     "keep_count",
+    "kv_cache_bytes",
     "kept_token_count",
     "llava_next_layout",
+    "llm_prefill_flops",
     "register_method",
     "select_in_layout",
     "select_llava_next",

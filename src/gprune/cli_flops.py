@@ -1,0 +1,185 @@
+"""`gprune flops`: what pruning saves for one image, from a checkpoint's config alone (no weights)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+import torch
+
+from gprune.checkpoints import bundled_checkpoints, image_tokens, load_checkpoint
+from gprune.errors import UserError
+from gprune.flops import (
+    ATTENTION_MODES,
+    format_flops,
+    kv_cache_bytes,
+    llm_prefill_flops,
+    projector_flops,
+    vision_flops,
+)
+from gprune.layouts import kept_token_count
+from gprune.validation import Keep
+
+DEFAULT_KEEP_RATIOS = (0.5, 0.33, 0.22, 0.11)
+DEFAULT_PROMPT_TOKENS = 64
+KV_DTYPES = {
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float32": torch.float32,
+    "float8": torch.float8_e4m3fn,
+}
+
+
+def parse_image_size(text: str) -> tuple[int, int]:
+    """``HxW`` (height by width, pixels) or a single number for a square image."""
+    parts = text.lower().split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"image size must be HxW or N (pixels), got {text!r}") from None
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"image size must be HxW or N with positive pixels, got {text!r}")
+    return values[0], values[1]
+
+
+def add_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "flops",
+        help="visual tokens, LLM prefill FLOPs and KV-cache size before/after pruning, from a config",
+        description=(
+            "Analytic FLOPs (2 per multiply-add) of one image plus a text prompt, unpruned and for each keep "
+            "setting. Bundled offline configs: " + ", ".join(bundled_checkpoints()) + "."
+        ),
+    )
+    p.add_argument("model", nargs="?", help="bundled checkpoint name (see above)")
+    p.add_argument("--config", help="path to a checkpoint's config.json (instead of a bundled name)")
+    p.add_argument("--image-size", type=parse_image_size, default=(672, 672), help="HxW pixels (default 672x672)")
+    p.add_argument(
+        "--prompt-tokens",
+        type=int,
+        default=DEFAULT_PROMPT_TOKENS,
+        help=f"text tokens in the prompt besides the image (default {DEFAULT_PROMPT_TOKENS})",
+    )
+    p.add_argument("--keep-ratio", type=float, nargs="+", help="keep ratios in (0, 1] (default 0.5 0.33 0.22 0.11)")
+    p.add_argument("--keep-tokens", type=int, nargs="+", help="visual-token budgets per image")
+    p.add_argument("--attention", choices=ATTENTION_MODES, default="full", help="attention counting (default full)")
+    p.add_argument("--kv-dtype", choices=sorted(KV_DTYPES), default="float16", help="KV-cache dtype (default float16)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(handler=run_flops)
+
+
+def flops_report(
+    model: str,
+    image_size: tuple[int, int],
+    prompt_tokens: int,
+    keeps: list[Keep],
+    *,
+    attention: str = "full",
+    kv_dtype: str = "float16",
+) -> dict[str, Any]:
+    """Token counts, FLOPs and KV-cache bytes, unpruned and per keep setting, as plain data."""
+    if isinstance(prompt_tokens, bool) or not isinstance(prompt_tokens, int) or prompt_tokens < 0:
+        raise UserError(f"prompt tokens must be a non-negative int, got {prompt_tokens!r}")
+    checkpoint = load_checkpoint(model)
+    config = checkpoint.config
+    tokens = image_tokens(checkpoint, *image_size)
+    vision = vision_flops(config, num_images=tokens.encoder_images, grid_thw=tokens.grid_thw)
+    projector = projector_flops(config, tokens.projector_tokens)
+    dtype = KV_DTYPES[kv_dtype]
+
+    def row(keep: Keep | None) -> dict[str, Any]:
+        visual = tokens.layout.length if keep is None else kept_token_count(tokens.layout, keep)
+        sequence = visual + prompt_tokens
+        return {
+            "keep": keep,
+            "visual_tokens": visual,
+            "sequence_tokens": sequence,
+            "llm_prefill_flops": llm_prefill_flops(config, sequence, attention=attention),
+            "kv_cache_bytes": kv_cache_bytes(config, sequence, dtype),
+        }
+
+    rows = [row(None)] + [row(k) for k in keeps]
+    base_llm = rows[0]["llm_prefill_flops"]
+    for r in rows:
+        r["llm_reduction"] = 1.0 - r["llm_prefill_flops"] / base_llm
+        r["total_flops"] = vision + projector + r["llm_prefill_flops"]
+        r["total_reduction"] = 1.0 - r["total_flops"] / rows[0]["total_flops"]
+    return {
+        "model": checkpoint.name,
+        "source": checkpoint.source,
+        "image_size": list(image_size),
+        "visual_layout": tokens.description,
+        "prompt_tokens": prompt_tokens,
+        "attention": attention,
+        "kv_dtype": kv_dtype,
+        "vision_flops": vision,
+        "projector_flops": projector,
+        "rows": rows,
+    }
+
+
+def _table_rows(report: dict[str, Any]) -> list[list[str]]:
+    return [
+        [
+            "unpruned" if r["keep"] is None else str(r["keep"]),
+            str(r["visual_tokens"]),
+            str(r["sequence_tokens"]),
+            f"{r['llm_prefill_flops'] / 1e12:.2f}",
+            f"{100 * r['llm_reduction']:.2f}",
+            f"{100 * r['total_reduction']:.2f}",
+            f"{r['kv_cache_bytes'] / 2**20:.1f}",
+        ]
+        for r in report["rows"]
+    ]
+
+
+HEADERS = ["keep", "visual", "sequence", "LLM TFLOPs", "LLM -%", "total -%", "KV MiB"]
+
+
+def _print_table(report: dict[str, Any]) -> None:
+    h, w = report["image_size"]
+    print(f"{report['model']}: {h}x{w} image -> {report['visual_layout']}; {report['prompt_tokens']} prompt tokens")
+    print(
+        f"vision encoder {format_flops(report['vision_flops'])} + projector {format_flops(report['projector_flops'])}"
+        " (unchanged by pruning after the projector; included in 'total')"
+    )
+    print(f"attention counted {report['attention']}; KV cache in {report['kv_dtype']}; 2 FLOPs per multiply-add")
+    rows = _table_rows(report)
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:
+        widths = [max(len(x) for x in col) for col in zip(HEADERS, *rows, strict=True)]
+        for line in [HEADERS, *rows]:
+            print("  ".join(x.rjust(wd) for x, wd in zip(line, widths, strict=True)))
+        return
+    table = Table()
+    for name in HEADERS:
+        table.add_column(name, justify="right", no_wrap=True)
+    for line in rows:
+        table.add_row(*line)
+    Console().print(table)
+
+
+def run_flops(args: argparse.Namespace) -> int:
+    if (args.model is None) == (args.config is None):
+        raise UserError("name a bundled checkpoint or pass --config path/config.json (exactly one)")
+    keeps: list[Keep] = [*(args.keep_ratio or []), *(args.keep_tokens or [])]
+    if not keeps:
+        keeps = list(DEFAULT_KEEP_RATIOS)
+    report = flops_report(
+        args.model or args.config,
+        args.image_size,
+        args.prompt_tokens,
+        keeps,
+        attention=args.attention,
+        kv_dtype=args.kv_dtype,
+    )
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        _print_table(report)
+    return 0
