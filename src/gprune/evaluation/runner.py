@@ -114,8 +114,11 @@ def run_task(
     todo = [s for s in samples if s.id not in done]
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:  # the optional "eval" extra; run without a bar
+            tqdm = None
+    if progress and tqdm is not None:
         bar = tqdm(total=len(samples), initial=len(samples) - len(todo), desc=f"{method} keep={keep}", unit="q")
     try:
         with path.open("a", encoding="utf-8") as out:
