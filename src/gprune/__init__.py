@@ -2,9 +2,20 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
+from gprune.adapters import supported_model_types
 from gprune.config import PAPER_SIMILARITY_THRESHOLD, GPruneConfig
 from gprune.core import graph_scores, information_flow, keep_count, select_tokens
 from gprune.flops import kv_cache_bytes, llm_prefill_flops
+from gprune.integrations.hf import (
+    apply,
+    image_layout,
+    is_pruned,
+    kept_tokens,
+    last_report,
+    pruned,
+    pruning_config,
+    remove,
+)
 from gprune.layouts import (
     TokenLayout,
     kept_token_count,
@@ -25,18 +36,27 @@ __all__ = [
     "GPruneConfig",
     "TokenLayout",
     "__version__",
+    "apply",
     "available_methods",
     "get_method",
     "graph_scores",
+    "image_layout",
     "information_flow",
+    "is_pruned",
     "keep_count",
-    "kv_cache_bytes",
     "kept_token_count",
+    "kept_tokens",
+    "kv_cache_bytes",
+    "last_report",
     "llava_next_layout",
     "llm_prefill_flops",
+    "pruned",
+    "pruning_config",
     "register_method",
+    "remove",
     "select_in_layout",
     "select_llava_next",
     "select_tokens",
     "single_group_layout",
+    "supported_model_types",
 ]

@@ -17,7 +17,7 @@ _REGISTRY: dict[str, type[ModelAdapter]] = {}
 
 _ADAPTER_MODULES: tuple[str, ...] = (
     "gprune.adapters.llava",
-    "gprune.adapters.qwen",
+    "gprune.adapters.qwen_vl",
 )
 _loaded = False
 
