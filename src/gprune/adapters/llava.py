@@ -1,0 +1,179 @@
+"""Adapters for LLaVA-1.5 (`llava`), LLaVA-NeXT (`llava_next`) and LLaVA-OneVision (`llava_onevision`).
+
+All three scatter projected vision features into ``<image>`` placeholders of a 1-D RoPE language
+model, so the pipeline's default positions apply. They differ in how one image is packed:
+
+- LLaVA-1.5: one view (24x24 = 576 tokens on the released model), one graph.
+- LLaVA-NeXT: base view, then the unpadded high-res grid row by row, each row ending in the learned
+  ``image_newline``. Base and grid are separate graphs and newlines are always kept, as the released
+  G-Prune code does (`gprune.layouts.llava_next_layout`).
+- LLaVA-OneVision: the same packing with a SigLIP base view (27x27 = 729) and the ``anyres_max_9`` rule
+  that shrinks large grids; in a multi-image prompt each image is a single tile plus one newline.
+
+The grid shape is computed from the config and image size with transformers' own helpers, so the
+kept count is known before any features exist; `encode_images` checks it against the real features.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from gprune.adapters import register_adapter
+from gprune.adapters.base import EncodedImages, ImageTokens, ModelAdapter
+from gprune.layouts import TokenLayout, llava_next_layout, single_group_layout
+
+_VISION_OPTIONS = ("vision_feature_layer", "vision_feature_select_strategy")
+
+
+def _image_size(image_size: Any) -> tuple[int, int]:
+    if isinstance(image_size, Tensor):
+        image_size = image_size.tolist()
+    height, width = (int(v) for v in image_size)
+    if height < 1 or width < 1:
+        raise ValueError(f"image size must be (height, width) >= 1 pixel, got {(height, width)}")
+    return height, width
+
+
+def _base_side(model_config: Any) -> int:
+    vision = model_config.vision_config
+    return int(vision.image_size) // int(vision.patch_size)
+
+
+def _encoder_options(inputs: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any]:
+    return {k: inputs[k] for k in names if inputs.get(k) is not None}
+
+
+class _LlavaFamilyAdapter(ModelAdapter):
+    """Shared by the family: kept features go back as pre-encoded image outputs (``mm_encoder_outputs``)."""
+
+    def model_kwargs(self, encoded: EncodedImages, kept: Sequence[Tensor]) -> dict[str, Any]:
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        features = [img.features[k.to(img.features.device)] for img, k in zip(encoded.images, kept, strict=True)]
+        return {"mm_encoder_outputs": {"image": BaseModelOutputWithPooling(pooler_output=features)}}
+
+
+def _checked(features: Sequence[Tensor], layouts: Sequence[TokenLayout], family: str) -> EncodedImages:
+    if len(features) != len(layouts):
+        raise ValueError(f"{family}: {len(features)} encoded images but {len(layouts)} image sizes")
+    images = []
+    for k, (f, layout) in enumerate(zip(features, layouts, strict=True)):
+        if f.shape[0] != layout.length:
+            raise ValueError(
+                f"{family}: image {k} encodes to {f.shape[0]} tokens but its layout predicts {layout.length}; "
+                "the model config and the packing rule disagree"
+            )
+        images.append(ImageTokens(f, layout))
+    return EncodedImages(images)
+
+
+@register_adapter
+class LlavaAdapter(_LlavaFamilyAdapter):
+    """LLaVA-1.5: every image is one view of (image_size / patch_size)^2 tokens, scored as one graph."""
+
+    model_types = ("llava",)
+    image_input_keys = ("pixel_values", "image_sizes", *_VISION_OPTIONS)
+
+    @classmethod
+    def image_layout(cls, model_config: Any, image_size: tuple[int, int], **kwargs: Any) -> TokenLayout:
+        _image_size(image_size)  # the processor resizes every image to one view; the size only has to be valid
+        side = _base_side(model_config)
+        extra = 1 if getattr(model_config, "vision_feature_select_strategy", "default") == "full" else 0
+        return single_group_layout(side * side + extra)
+
+    def encode_images(self, inputs: Mapping[str, Any]) -> EncodedImages:
+        out = self.model.get_image_features(
+            pixel_values=inputs["pixel_values"], **_encoder_options(inputs, ("image_sizes", *_VISION_OPTIONS))
+        )
+        features = list(out.pooler_output)
+        return EncodedImages([ImageTokens(f, single_group_layout(f.shape[0])) for f in features])
+
+
+def _anyres_grid(model_config: Any, image_size: tuple[int, int], max_patches: int | None) -> tuple[int, int]:
+    """Rows and columns of the unpadded high-res grid, by transformers' own shape rules."""
+    from transformers.models.llava_next.modeling_llava_next import get_anyres_image_grid_shape, unpad_image
+
+    side = _base_side(model_config)
+    tiles_h, tiles_w = get_anyres_image_grid_shape(
+        list(image_size), model_config.image_grid_pinpoints, model_config.vision_config.image_size
+    )
+    rows, cols = unpad_image(torch.empty(0, tiles_h * side, tiles_w * side), list(image_size)).shape[1:]
+    if max_patches is not None:  # OneVision's anyres_max_N: bilinear shrink of grids above ~N tiles
+        ratio = math.sqrt(rows * cols / (max_patches * side**2))
+        if ratio > 1.1:
+            rows, cols = int(rows // ratio), int(cols // ratio)
+    return int(rows), int(cols)
+
+
+@register_adapter
+class LlavaNextAdapter(_LlavaFamilyAdapter):
+    """LLaVA-NeXT: base view and high-res grid scored separately, newline tokens always kept."""
+
+    model_types = ("llava_next",)
+    image_input_keys = ("pixel_values", "image_sizes", *_VISION_OPTIONS)
+
+    @classmethod
+    def image_layout(cls, model_config: Any, image_size: tuple[int, int], **kwargs: Any) -> TokenLayout:
+        size = _image_size(image_size)
+        side = _base_side(model_config)
+        return llava_next_layout(side * side, *_anyres_grid(model_config, size, None))
+
+    def encode_images(self, inputs: Mapping[str, Any]) -> EncodedImages:
+        image_sizes = inputs.get("image_sizes")
+        if image_sizes is None:
+            raise ValueError("LLaVA-NeXT needs image_sizes next to pixel_values (the processor returns both)")
+        out = self.model.get_image_features(
+            pixel_values=inputs["pixel_values"], image_sizes=image_sizes, **_encoder_options(inputs, _VISION_OPTIONS)
+        )
+        layouts = [self.image_layout(self.config, _image_size(s)) for s in image_sizes]
+        return _checked(list(out.pooler_output), layouts, "llava_next")
+
+
+@register_adapter
+class LlavaOnevisionAdapter(_LlavaFamilyAdapter):
+    """LLaVA-OneVision images (videos are not pruned): LLaVA-NeXT grouping with ``anyres_max_N`` grids."""
+
+    model_types = ("llava_onevision",)
+    image_input_keys = ("pixel_values", "image_sizes", "batch_num_images", "vision_aspect_ratio", *_VISION_OPTIONS)
+
+    @classmethod
+    def image_layout(
+        cls, model_config: Any, image_size: tuple[int, int], *, multi_image: bool = False, **kwargs: Any
+    ) -> TokenLayout:
+        """`multi_image`: the image shares its prompt with others, so it is packed as one tile + newline."""
+        size = _image_size(image_size)
+        side = _base_side(model_config)
+        if multi_image:
+            return llava_next_layout(side * side, 0, 0)
+        aspect = kwargs.get("vision_aspect_ratio") or getattr(model_config, "vision_aspect_ratio", "anyres_max_9")
+        max_patches = int(str(aspect).removeprefix("anyres_max_"))
+        return llava_next_layout(side * side, *_anyres_grid(model_config, size, max_patches))
+
+    def has_images(self, inputs: Mapping[str, Any]) -> bool:
+        if inputs.get("pixel_values_videos") is not None and super().has_images(inputs):
+            raise ValueError(
+                "gprune prunes LLaVA-OneVision images; a call with both images and videos is not supported"
+            )
+        return super().has_images(inputs)
+
+    def encode_images(self, inputs: Mapping[str, Any]) -> EncodedImages:
+        image_sizes = inputs.get("image_sizes")
+        if image_sizes is None:
+            raise ValueError("LLaVA-OneVision needs image_sizes next to pixel_values (the processor returns both)")
+        per_prompt = inputs.get("batch_num_images")
+        options = _encoder_options(inputs, ("vision_aspect_ratio", *_VISION_OPTIONS))
+        out = self.model.get_image_features(
+            pixel_values=inputs["pixel_values"], image_sizes=image_sizes, batch_num_images=per_prompt, **options
+        )
+        multi = [False] * len(image_sizes) if per_prompt is None else [int(n) > 1 for n in per_prompt for _ in range(n)]
+        aspect = options.get("vision_aspect_ratio")
+        layouts = [
+            self.image_layout(self.config, _image_size(s), multi_image=m, vision_aspect_ratio=aspect)
+            for s, m in zip(image_sizes, multi, strict=True)
+        ]
+        return _checked(list(out.pooler_output), layouts, "llava_onevision")

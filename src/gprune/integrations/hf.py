@@ -1,0 +1,270 @@
+"""Hugging Face `transformers` integration: prune one model instance, reversibly.
+
+``gprune.apply(model, config)`` binds a wrapped ``forward`` and ``generate`` on the *instance* (its
+``__dict__``); the class, other instances and transformers itself are untouched, and
+``gprune.remove(model)`` puts the instance's ``__dict__`` back exactly as it was. The wrappers run the
+model's own vision encoder, select visual tokens with `gprune.pipeline`, and call the original method
+with shorter ``input_ids`` / ``attention_mask`` / ``position_ids`` and the kept features
+(``mm_encoder_outputs``, transformers >= 5.23). Calls without images pass through untouched.
+
+What callers see:
+
+- ``generate`` returns the *original* prompt followed by the new tokens, so
+  ``out[:, inputs["input_ids"].shape[1]:]`` slices the answer as with the unpruned model. A
+  ``max_length`` is read against the original prompt (turned into ``max_new_tokens``).
+- ``model(**inputs)`` returns logits in the original token layout: a kept token holds its own logits;
+  a pruned image token holds the logits of the nearest kept token before it, i.e. what the pruned model
+  predicts next at that point. Shifted next-token scoring of the text (and ``labels``, whose loss is
+  computed on the restored logits) therefore lines up exactly. Hidden states, attentions and the cache
+  stay in the pruned layout. With ``logits_to_keep`` the trailing logits are returned as computed.
+- After each pruned call, `last_report(model)` says what was pruned, image by image.
+- Positions: "original" (default) keeps each token's unpruned position and decoding continues after
+  the unpruned length; "compact" renumbers contiguously. For manual cached decoding (calling
+  ``model(...)`` step by step) pass ``position_ids`` yourself; ``generate`` does this for you.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from gprune.adapters import ModelAdapter, get_adapter, get_adapter_class
+from gprune.config import GPruneConfig
+from gprune.errors import UserError
+from gprune.layouts import TokenLayout, kept_token_count
+from gprune.pipeline import PruneReport, prune_call, restore_layout
+from gprune.validation import Keep
+
+STATE_ATTRIBUTE = "_gprune_state"
+_WRAPPED = ("forward", "generate")
+_MISSING = object()
+# What the pipeline replaces in a call (besides the adapter's image inputs and per-token tensors).
+_REPLACED = ("input_ids", "attention_mask", "position_ids")
+
+
+@dataclass
+class _State:
+    config: GPruneConfig
+    adapter: ModelAdapter
+    saved: dict[str, Any]
+    last_report: PruneReport | None = None
+    passthrough: int = 0
+    original: dict[str, Any] = field(default_factory=dict)
+
+
+def _state(model: Any) -> _State | None:
+    return model.__dict__.get(STATE_ATTRIBUTE) if hasattr(model, "__dict__") else None
+
+
+def _check_config(config: GPruneConfig | None) -> GPruneConfig:
+    if config is None:
+        return GPruneConfig()
+    if not isinstance(config, GPruneConfig):
+        raise TypeError(f"config must be a gprune.GPruneConfig, got {type(config).__name__}")
+    return config
+
+
+def apply(model: torch.nn.Module, config: GPruneConfig | None = None) -> torch.nn.Module:
+    """Make this model instance prune visual tokens in ``forward`` and ``generate``; returns `model`.
+
+    Calling it again on a pruned model replaces the config. An unsupported model raises a `UserError`
+    that lists the supported ``config.model_type`` values.
+    """
+    config = _check_config(config)
+    state = _state(model)
+    if state is not None:
+        state.config = config
+        return model
+    adapter = get_adapter(model)
+    if not callable(getattr(model, "generate", None)):
+        raise UserError(
+            f"{type(model).__name__} has no generate(); apply gprune to the *ForConditionalGeneration model"
+        )
+    saved = {name: model.__dict__.get(name, _MISSING) for name in _WRAPPED}
+    state = _State(config=config, adapter=adapter, saved=saved)
+    state.original = {"forward": model.forward, "generate": model.generate}
+    model.__dict__[STATE_ATTRIBUTE] = state
+    model.__dict__["forward"] = _wrap_forward(model, state)
+    model.__dict__["generate"] = _wrap_generate(model, state)
+    return model
+
+
+def remove(model: torch.nn.Module) -> torch.nn.Module:
+    """Undo `apply`: the instance's ``__dict__`` is as before. A model that is not pruned is returned as is."""
+    state = _state(model)
+    if state is None:
+        return model
+    for name, previous in state.saved.items():
+        if previous is _MISSING:
+            model.__dict__.pop(name, None)
+        else:
+            model.__dict__[name] = previous
+    del model.__dict__[STATE_ATTRIBUTE]
+    return model
+
+
+@contextmanager
+def pruned(model: torch.nn.Module, config: GPruneConfig | None = None) -> Iterator[torch.nn.Module]:
+    """``with gprune.pruned(model, config):`` prune inside the block; afterwards the model is as before."""
+    previous = _state(model)
+    previous_config = previous.config if previous is not None else None
+    apply(model, config)
+    try:
+        yield model
+    finally:
+        if previous_config is not None:
+            apply(model, previous_config)
+        else:
+            remove(model)
+
+
+def is_pruned(model: torch.nn.Module) -> bool:
+    """Whether `apply` is in effect on this instance."""
+    return _state(model) is not None
+
+
+def pruning_config(model: torch.nn.Module) -> GPruneConfig | None:
+    """The config in effect on this instance, or None."""
+    state = _state(model)
+    return state.config if state is not None else None
+
+
+def last_report(model: torch.nn.Module) -> PruneReport | None:
+    """What the last pruned call on this model did (None before any call with images, or after `remove`)."""
+    state = _state(model)
+    return state.last_report if state is not None else None
+
+
+def image_layout(model_or_config: Any, image_size: tuple[int, int], **kwargs: Any) -> TokenLayout:
+    """The token layout one image of ``(height, width)`` pixels gets in this model, from the config alone."""
+    config = getattr(model_or_config, "config", model_or_config)
+    return get_adapter_class(config).image_layout(config, tuple(image_size), **kwargs)
+
+
+def kept_tokens(
+    model_or_config: Any, image_size: tuple[int, int], config: GPruneConfig | Keep | None = None, **kwargs: Any
+) -> int:
+    """Visual tokens one image of ``(height, width)`` pixels keeps: a pure function of model config, size and keep.
+
+    `config` is a `GPruneConfig` or a bare keep setting (ratio or count); `kwargs` go to the adapter's
+    layout (e.g. ``multi_image=True`` for LLaVA-OneVision).
+    """
+    keep = config.keep if isinstance(config, GPruneConfig) else (GPruneConfig().keep if config is None else config)
+    return kept_token_count(image_layout(model_or_config, image_size, **kwargs), keep)
+
+
+def _merge_args(names: list[str], args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    if len(args) > len(names):
+        raise TypeError(f"forward() takes at most {len(names)} positional arguments, got {len(args)}")
+    call = dict(zip(names, args, strict=False))
+    for k, v in kwargs.items():
+        if k in call:
+            raise TypeError(f"forward() got multiple values for argument {k!r}")
+        call[k] = v
+    return call
+
+
+def _rest(call: Mapping[str, Any], adapter: ModelAdapter) -> dict[str, Any]:
+    consumed = {*_REPLACED, *adapter.image_input_keys, *adapter.per_token_keys}
+    return {k: v for k, v in call.items() if k not in consumed}
+
+
+def _with_mask(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Gapped positions without a 2-D mask and without a cache read as packed sequences: add the mask."""
+    ids = kwargs.get("input_ids")
+    if (
+        isinstance(ids, Tensor)
+        and kwargs.get("attention_mask") is None
+        and kwargs.get("position_ids") is not None
+        and kwargs.get("past_key_values") is None
+    ):
+        kwargs = {**kwargs, "attention_mask": torch.ones_like(ids)}
+    return kwargs
+
+
+def _wrap_forward(model: torch.nn.Module, state: _State) -> Any:
+    original = state.original["forward"]
+    names = [p for p in inspect.signature(type(model).forward).parameters if p != "self"]
+
+    @functools.wraps(original)
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        if state.passthrough:
+            return original(*args, **_with_mask(kwargs))
+        call = _merge_args(names, args, kwargs)
+        adapter = state.adapter
+        if not adapter.has_images(call):
+            return original(*args, **kwargs)
+        pruned_call = prune_call(adapter, call, state.config, for_generate=False)
+        rest = _rest(call, adapter)
+        labels = rest.pop("labels", None)
+        return_dict = rest.pop("return_dict", None)
+        out = original(**rest, **pruned_call.model_kwargs, return_dict=True)
+        state.last_report = pruned_call.report
+        logits = getattr(out, "logits", None)
+        if isinstance(logits, Tensor) and logits.shape[:2] == pruned_call.sequences.source_index.shape:
+            out.logits = restore_layout(logits, pruned_call.sequences)
+        if labels is not None:
+            vocab_size = model.config.get_text_config().vocab_size
+            out.loss = model.loss_function(logits=out.logits, labels=labels, vocab_size=vocab_size)
+        return out.to_tuple() if return_dict is False else out
+
+    return forward
+
+
+def _token_budget(kwargs: dict[str, Any], prompt_length: int, model: torch.nn.Module) -> None:
+    """Read ``max_length`` against the original prompt: the pruned prompt is shorter."""
+    generation_config = kwargs.get("generation_config") or model.generation_config
+    if kwargs.get("max_new_tokens") is not None or getattr(generation_config, "max_new_tokens", None) is not None:
+        kwargs.pop("max_length", None)
+        return
+    max_length = kwargs.pop("max_length", None) or generation_config.max_length
+    if max_length is not None:
+        kwargs["max_new_tokens"] = max(int(max_length) - prompt_length, 1)
+
+
+def _wrap_generate(model: torch.nn.Module, state: _State) -> Any:
+    original = state.original["generate"]
+
+    @functools.wraps(original)
+    def generate(inputs: Tensor | None = None, **kwargs: Any) -> Any:
+        if state.passthrough:
+            return original(inputs, **kwargs)
+        adapter = state.adapter
+        if not adapter.has_images(kwargs):
+            return original(inputs, **kwargs)
+        if inputs is not None:
+            if kwargs.get("input_ids") is not None:
+                raise TypeError("generate() got both `inputs` and `input_ids`")
+            kwargs["input_ids"] = inputs
+        if kwargs.get("inputs_embeds") is not None:
+            raise UserError(
+                "gprune prunes calls made with input_ids; inputs_embeds with pixel values are not supported"
+            )
+        input_ids: Tensor = kwargs["input_ids"]
+        pruned_call = prune_call(adapter, kwargs, state.config, for_generate=True)
+        rest = _rest(kwargs, adapter)
+        _token_budget(rest, input_ids.shape[1], model)
+        state.passthrough += 1
+        try:
+            out = original(**rest, **pruned_call.model_kwargs)
+        finally:
+            state.passthrough -= 1
+        state.last_report = pruned_call.report
+        sequences = out if isinstance(out, Tensor) else out.sequences
+        new_tokens = sequences[:, pruned_call.sequences.input_ids.shape[1] :]
+        per_prompt = sequences.shape[0] // input_ids.shape[0]
+        prompt = input_ids.to(sequences.device).repeat_interleave(per_prompt, dim=0)
+        full = torch.cat([prompt, new_tokens], dim=1)
+        if isinstance(out, Tensor):
+            return full
+        out.sequences = full
+        return out
+
+    return generate

@@ -1,0 +1,16 @@
+"""Tiny random-weight models and offline processors for tests and the offline demo.
+
+Nothing here downloads anything: tokenizers are built with `tokenizers`, models from transformers
+configs with random weights. Use them to check wiring and semantics, never quality.
+"""
+
+from gprune.testing.llava import (
+    TinyModel,
+    build_tokenizer,
+    tiny_llava,
+    tiny_llava_next,
+    tiny_llava_onevision,
+    tiny_model,
+)
+
+__all__ = ["TinyModel", "build_tokenizer", "tiny_llava", "tiny_llava_next", "tiny_llava_onevision", "tiny_model"]

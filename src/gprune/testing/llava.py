@@ -1,0 +1,211 @@
+"""Tiny random-weight LLaVA-1.5 / LLaVA-NeXT / LLaVA-OneVision models with their real HF processors.
+
+Sizes are chosen so a model builds in well under a second on a laptop CPU while keeping the real
+structure: CLIP / SigLIP vision tower with a CLS-free or CLS-dropping feature select, anyres grids
+with newline tokens (a 32 px tile of 8 px patches: a 4x4 base view), a Llama text model with grouped
+query attention. The tokenizer is byte-level with no merges, so any text encodes offline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import PreTrainedModel, PreTrainedTokenizerFast, ProcessorMixin
+
+IMAGE_TOKEN = "<image>"
+VIDEO_TOKEN = "<video>"
+SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>", IMAGE_TOKEN, VIDEO_TOKEN)
+TILE = 32  # vision tower input size in pixels
+PATCH = 8  # vision patch size: a tile is 4x4 patches
+GRID_PINPOINTS = [[32, 64], [64, 32], [64, 64], [32, 96], [96, 32]]
+
+
+@dataclass
+class TinyModel:
+    """A model, the processor that feeds it, and a prompt template with one ``{image}`` slot per image."""
+
+    model: PreTrainedModel
+    processor: ProcessorMixin
+    image_token: str = IMAGE_TOKEN
+
+    def prompt(self, question: str, images: int = 1) -> str:
+        return "USER: " + (self.image_token + "\n") * images + question + " ASSISTANT:"
+
+
+def build_tokenizer(extra_special_tokens: tuple[str, ...] = ()) -> PreTrainedTokenizerFast:
+    """A byte-level tokenizer with no merges (one token per UTF-8 byte) plus special tokens.
+
+    Ids 0..5 are ``<pad> <s> </s> <unk> <image> <video>``, then any `extra_special_tokens`, then the
+    256 bytes. Deterministic and offline; decodes back to the input text.
+    """
+    specials = list(SPECIAL_TOKENS) + [t for t in extra_special_tokens if t not in SPECIAL_TOKENS]
+    byte_symbols = list(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {tok: i for i, tok in enumerate(specials)}
+    for symbol in sorted(byte_symbols):
+        vocab.setdefault(symbol, len(vocab))
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    backend.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        padding_side="left",
+    )
+    tokenizer.add_special_tokens({"additional_special_tokens": specials[4:]})
+    return tokenizer
+
+
+def _text_config(vocab_size: int, hidden: int, layers: int) -> dict[str, Any]:
+    return {
+        "model_type": "llama",
+        "vocab_size": vocab_size,
+        "hidden_size": hidden,
+        "intermediate_size": 2 * hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 1024,
+        "pad_token_id": 0,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+    }
+
+
+def _vision_config(kind: str, hidden: int) -> dict[str, Any]:
+    return {
+        "model_type": kind,
+        "hidden_size": hidden,
+        "intermediate_size": 2 * hidden,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "image_size": TILE,
+        "patch_size": PATCH,
+    }
+
+
+def _finish(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, dtype: torch.dtype) -> PreTrainedModel:
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    return model.to(dtype).eval()
+
+
+def tiny_llava_next(
+    *, seed: int = 0, hidden: int = 64, layers: int = 2, dtype: torch.dtype = torch.float32
+) -> TinyModel:
+    """LLaVA-NeXT (anyres): 16-token base view, grids up to 3x1 tiles of 4x4 patches, newline tokens."""
+    from transformers import LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextProcessor
+    from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
+
+    tokenizer = build_tokenizer()
+    config = LlavaNextConfig(
+        vision_config=_vision_config("clip_vision_model", 32),
+        text_config=_text_config(len(tokenizer), hidden, layers),
+        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        image_grid_pinpoints=GRID_PINPOINTS,
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-1,
+    )
+    torch.manual_seed(seed)
+    model = LlavaNextForConditionalGeneration(config)
+    image_processor = LlavaNextImageProcessorPil(
+        size={"shortest_edge": TILE},
+        crop_size={"height": TILE, "width": TILE},
+        image_grid_pinpoints=GRID_PINPOINTS,
+    )
+    processor = LlavaNextProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=PATCH,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+    )
+    return TinyModel(_finish(model, tokenizer, dtype), processor)
+
+
+def tiny_llava(*, seed: int = 0, hidden: int = 64, layers: int = 2, dtype: torch.dtype = torch.float32) -> TinyModel:
+    """LLaVA-1.5: one 4x4 = 16-token view per image (the real model has 24x24 = 576)."""
+    from transformers import LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    tokenizer = build_tokenizer()
+    config = LlavaConfig(
+        vision_config=_vision_config("clip_vision_model", 32),
+        text_config=_text_config(len(tokenizer), hidden, layers),
+        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-1,
+    )
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config)
+    image_processor = CLIPImageProcessorPil(size={"shortest_edge": TILE}, crop_size={"height": TILE, "width": TILE})
+    processor = LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=PATCH,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+    )
+    return TinyModel(_finish(model, tokenizer, dtype), processor)
+
+
+def tiny_llava_onevision(
+    *, seed: int = 0, hidden: int = 64, layers: int = 2, dtype: torch.dtype = torch.float32
+) -> TinyModel:
+    """LLaVA-OneVision: SigLIP (no CLS) 16-token base view, anyres grid with newlines, ``anyres_max_9``."""
+    from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration, LlavaOnevisionProcessor
+    from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
+        LlavaOnevisionImageProcessorPil,
+    )
+
+    tokenizer = build_tokenizer()
+    config = LlavaOnevisionConfig(
+        vision_config=_vision_config("siglip_vision_model", 32),
+        text_config=_text_config(len(tokenizer), hidden, layers),
+        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        video_token_id=tokenizer.convert_tokens_to_ids(VIDEO_TOKEN),
+        image_grid_pinpoints=GRID_PINPOINTS,
+        vision_feature_select_strategy="full",
+        vision_feature_layer=-1,
+        vision_aspect_ratio="anyres_max_9",
+    )
+    torch.manual_seed(seed)
+    model = LlavaOnevisionForConditionalGeneration(config)
+    image_processor = LlavaOnevisionImageProcessorPil(
+        size={"height": TILE, "width": TILE}, image_grid_pinpoints=GRID_PINPOINTS
+    )
+    processor = _image_only_onevision_processor(LlavaOnevisionProcessor)(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        num_image_tokens=(TILE // PATCH) ** 2,
+        vision_feature_select_strategy="full",
+        vision_aspect_ratio="anyres_max_9",
+    )
+    return TinyModel(_finish(model, tokenizer, dtype), processor)
+
+
+def _image_only_onevision_processor(base: type) -> type:
+    """The OneVision processor without its video processor (which needs torchvision, absent here)."""
+
+    class LlavaOnevisionImageProcessorOnly(base):
+        def __init__(self, image_processor: Any = None, tokenizer: Any = None, **kwargs: Any) -> None:
+            super().__init__(image_processor, tokenizer, None, **kwargs)
+
+    return LlavaOnevisionImageProcessorOnly
+
+
+_BUILDERS = {"llava": tiny_llava, "llava_next": tiny_llava_next, "llava_onevision": tiny_llava_onevision}
+
+
+def tiny_model(model_type: str, **kwargs: Any) -> TinyModel:
+    """A tiny model of `model_type` (``llava``, ``llava_next``, ``llava_onevision``)."""
+    try:
+        return _BUILDERS[model_type](**kwargs)
+    except KeyError:
+        raise ValueError(f"no tiny builder for {model_type!r}; known: {sorted(_BUILDERS)}") from None

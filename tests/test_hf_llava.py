@@ -1,0 +1,299 @@
+"""`gprune.apply` on a tiny random-weight LLaVA-NeXT (the paper's model): semantics of forward and generate."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+import gprune
+from gprune.core import select_tokens
+from gprune.errors import UserError
+from gprune.testing import tiny_llava_next
+
+PHOTO = Image.open(gprune.__path__[0] + "/assets/coffee.jpg").convert("RGB")
+
+
+def photo(width: int, height: int) -> Image.Image:
+    return PHOTO.resize((width, height))
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_llava_next()
+
+
+def encode(tiny, sizes, questions=None, padding_side="left", images_per_prompt=1):
+    questions = questions or ["What is on the table?"] * (len(sizes) // images_per_prompt)
+    tiny.processor.tokenizer.padding_side = padding_side
+    images = [photo(w, h) for w, h in sizes]
+    text = [tiny.prompt(q, images=images_per_prompt) for q in questions]
+    return tiny.processor(images=images, text=text, return_tensors="pt", padding=True)
+
+
+def greedy(model, inputs, **kwargs):
+    return model.generate(**inputs, max_new_tokens=5, do_sample=False, **kwargs)
+
+
+# --- keep = 1.0 reproduces the unpruned model exactly ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "gen_kwargs",
+    [{"do_sample": False}, {"do_sample": False, "num_beams": 3, "num_return_sequences": 2}, {"do_sample": True}],
+    ids=["greedy", "beam", "sampling"],
+)
+def test_keep_one_reproduces_generate(tiny, gen_kwargs):
+    inputs = encode(tiny, [(60, 40), (40, 70)])
+    torch.manual_seed(1)
+    want = tiny.model.generate(**inputs, max_new_tokens=6, **gen_kwargs)
+    with gprune.pruned(tiny.model, gprune.GPruneConfig(keep=1.0)):
+        torch.manual_seed(1)
+        got = tiny.model.generate(**inputs, max_new_tokens=6, **gen_kwargs)
+        report = gprune.last_report(tiny.model)
+    assert torch.equal(got, want)
+    assert report.tokens_before == report.tokens_after == int((inputs["input_ids"] == 4).sum())
+
+
+def test_keep_one_reproduces_forward_logits_and_loss(tiny):
+    inputs = encode(tiny, [(60, 40), (40, 70)])
+    labels = inputs["input_ids"].masked_fill(inputs["input_ids"] == 4, -100)
+    want = tiny.model(**inputs, labels=labels)
+    with gprune.pruned(tiny.model, gprune.GPruneConfig(keep=1.0)):
+        got = tiny.model(**inputs, labels=labels)
+    assert torch.equal(got.logits, want.logits)
+    assert torch.equal(got.loss, want.loss)
+
+
+# --- pruned calls ------------------------------------------------------------------------------------
+
+
+def hand_pruned(tiny, inputs, keep, positions):
+    """Independent reference: select per group with `select_tokens`, build the short embeddings by hand."""
+    model = tiny.model
+    feats = model.get_image_features(pixel_values=inputs["pixel_values"], image_sizes=inputs["image_sizes"])
+    feats = feats.pooler_output[0]
+    newline = (feats == model.model.image_newline).all(-1)  # newline rows equal the learned vector
+    base = torch.arange(16)
+    grid = torch.nonzero(~newline[16:]).squeeze(1) + 16
+    kept = torch.cat([base[select_tokens(feats[base], keep)], grid[select_tokens(feats[grid], keep)]])
+    kept = torch.sort(torch.cat([kept, torch.nonzero(newline).squeeze(1)])).values
+    ids = inputs["input_ids"][0]
+    image_cols = torch.nonzero(ids == model.config.image_token_id).squeeze(1)
+    keep_cols = torch.ones_like(ids, dtype=torch.bool)
+    keep_cols[image_cols] = False
+    keep_cols[image_cols[kept]] = True
+    embeds = model.get_input_embeddings()(ids)
+    embeds[image_cols] = feats
+    embeds = embeds[keep_cols].unsqueeze(0)
+    pos = torch.arange(ids.shape[0])[keep_cols] if positions == "original" else torch.arange(int(keep_cols.sum()))
+    hidden = model.model.language_model(
+        inputs_embeds=embeds, position_ids=pos.unsqueeze(0), attention_mask=torch.ones(1, embeds.shape[1])
+    ).last_hidden_state
+    return model.lm_head(hidden)[0], keep_cols, kept
+
+
+@pytest.mark.parametrize("positions", ["original", "compact"])
+def test_pruned_forward_matches_hand_built_sequence(tiny, positions):
+    inputs = encode(tiny, [(60, 40)])
+    want, keep_cols, kept = hand_pruned(tiny, inputs, 0.3, positions)
+    with gprune.pruned(tiny.model, gprune.GPruneConfig(keep=0.3, positions=positions)):
+        logits = tiny.model(**inputs).logits
+        report = gprune.last_report(tiny.model)
+    assert logits.shape[:2] == inputs["input_ids"].shape  # original layout
+    torch.testing.assert_close(logits[0, keep_cols], want, rtol=1e-5, atol=1e-5)
+    assert torch.equal(report.images[0].kept_indices, kept)
+    assert report.images[0].tokens_after == kept.numel() < report.images[0].tokens_before
+    # a pruned image token holds the logits of the closest kept token before it
+    cols = torch.arange(keep_cols.numel())
+    for t in torch.nonzero(~keep_cols).squeeze(1).tolist():
+        before = int(cols[keep_cols & (cols <= t)].max())
+        assert torch.equal(logits[0, t], logits[0, before])
+
+
+@pytest.mark.parametrize("positions", ["original", "compact"])
+def test_generate_returns_original_prompt_and_cached_equals_recompute(tiny, positions):
+    inputs = encode(tiny, [(60, 40), (40, 70)])
+    length = inputs["input_ids"].shape[1]
+    with gprune.pruned(tiny.model, gprune.GPruneConfig(keep=0.25, positions=positions)):
+        cached = greedy(tiny.model, inputs)
+        recomputed = greedy(tiny.model, inputs, use_cache=False)
+        by_length = tiny.model.generate(**inputs, max_length=length + 5, do_sample=False)
+    assert torch.equal(cached[:, :length], inputs["input_ids"])
+    assert cached.shape[1] == length + 5
+    assert torch.equal(cached, recomputed)
+    assert torch.equal(by_length, cached)  # max_length counts the original prompt
+
+
+def test_generate_first_token_matches_pruned_forward(tiny):
+    inputs = encode(tiny, [(60, 40)])
+    with gprune.pruned(tiny.model, gprune.GPruneConfig(keep=0.3)):
+        # generate numbers positions like forward when there is no padding
+        first = tiny.model.generate(**inputs, max_new_tokens=1, do_sample=False)[0, -1]
+        logits = tiny.model(**inputs).logits
+    assert int(first) == int(logits[0, -1].argmax())
+
+
+def test_positions_modes_change_the_result(tiny):
+    inputs = encode(tiny, [(60, 40)])
+    out = {}
+    for mode in ("original", "compact"):
+        with gprune.pruned(tiny.model, gprune.GPruneConfig(keep=0.2, positions=mode)):
+            out[mode] = tiny.model(**inputs).logits[0, -1]
+    assert not torch.allclose(out["original"], out["compact"])
+
+
+# --- batches, padding, several images, no images ----------------------------------------------------
+
+
+@pytest.mark.parametrize("padding_side", ["left", "right"])
+def test_batch_with_different_image_sizes_equals_per_sample_forward(tiny, padding_side):
+    sizes = [(60, 40), (40, 70), (32, 32)]
+    questions = ["What?", "What is on the table here?", "Is it a cup of coffee?"]
+    config = gprune.GPruneConfig(keep=0.3)
+    batch = encode(tiny, sizes, questions, padding_side)
+    with gprune.pruned(tiny.model, config):
+        logits = tiny.model(**batch).logits
+        report = gprune.last_report(tiny.model)
+        for i, (size, q) in enumerate(zip(sizes, questions, strict=True)):
+            single = encode(tiny, [size], [q], padding_side)
+            want = tiny.model(**single).logits[0]
+            valid = batch["attention_mask"][i].bool()
+            torch.testing.assert_close(logits[i, valid], want, rtol=1e-4, atol=1e-4)
+            assert torch.equal(report.images[i].kept_indices, gprune.last_report(tiny.model).images[0].kept_indices)
+    assert [r.batch_index for r in report.images] == [0, 1, 2]
+
+
+def test_left_padded_batch_generate_equals_per_sample(tiny):
+    sizes = [(60, 40), (40, 70), (96, 30)]
+    questions = ["What?", "What is on the table here?", "Is it a cup of coffee?"]
+    batch = encode(tiny, sizes, questions, "left")
+    with gprune.pruned(tiny.model, gprune.GPruneConfig(keep=0.3)):
+        out = greedy(tiny.model, batch)
+        for i, (size, q) in enumerate(zip(sizes, questions, strict=True)):
+            single = encode(tiny, [size], [q], "left")
+            want = greedy(tiny.model, single)
+            assert torch.equal(out[i, -5:], want[0, -5:])
+
+
+def test_several_images_in_one_prompt(tiny):
+    inputs = encode(tiny, [(60, 40), (40, 70)], ["Compare the two pictures."], images_per_prompt=2)
+    with gprune.pruned(tiny.model, gprune.GPruneConfig(keep=0.3)):
+        out = greedy(tiny.model, inputs)
+        report = gprune.last_report(tiny.model)
+    assert [r.batch_index for r in report.images] == [0, 0]
+    for r, size in zip(report.images, [(40, 60), (70, 40)], strict=True):
+        assert r.tokens_before == gprune.image_layout(tiny.model, size).length
+        assert r.tokens_after == gprune.kept_tokens(tiny.model, size, 0.3)
+    assert torch.equal(out[:, : inputs["input_ids"].shape[1]], inputs["input_ids"])
+
+
+def test_prompts_without_images_pass_through(tiny):
+    tiny.processor.tokenizer.padding_side = "left"
+    inputs = tiny.processor(text=["USER: Hello there ASSISTANT:"], return_tensors="pt")
+    want_logits = tiny.model(**inputs).logits
+    want = greedy(tiny.model, inputs)
+    with gprune.pruned(tiny.model, gprune.GPruneConfig(keep=0.2)):
+        assert torch.equal(tiny.model(**inputs).logits, want_logits)
+        assert torch.equal(greedy(tiny.model, inputs), want)
+        assert gprune.last_report(tiny.model) is None
+
+
+def test_batch_mixing_prompts_with_and_without_images(tiny):
+    tiny.processor.tokenizer.padding_side = "left"
+    text = [tiny.prompt("What is this?"), "USER: Just text, no picture. ASSISTANT:"]
+    batch = tiny.processor(images=[photo(60, 40)], text=text, return_tensors="pt", padding=True)
+    plain = tiny.processor(text=[text[1]], return_tensors="pt")
+    want = tiny.model(**plain).logits[0]
+    with gprune.pruned(tiny.model, gprune.GPruneConfig(keep=0.3)):
+        logits = tiny.model(**batch).logits
+    valid = batch["attention_mask"][1].bool()
+    torch.testing.assert_close(logits[1, valid], want, rtol=1e-4, atol=1e-4)
+
+
+# --- keep as a ratio or a budget; the kept count is a pure function ---------------------------------
+
+
+@pytest.mark.parametrize("keep", [0.33, 1.0, 12, 400])
+@pytest.mark.parametrize("size", [(60, 40), (40, 70), (96, 30)])
+def test_kept_tokens_is_the_real_count(tiny, keep, size):
+    inputs = encode(tiny, [size])
+    with gprune.pruned(tiny.model, gprune.GPruneConfig(keep=keep)):
+        tiny.model(**inputs)
+        report = gprune.last_report(tiny.model)
+    height_width = (size[1], size[0])
+    assert report.images[0].tokens_before == int((inputs["input_ids"] == 4).sum())
+    assert report.images[0].tokens_after == gprune.kept_tokens(tiny.model.config, height_width, keep)
+    if isinstance(keep, int):
+        assert report.images[0].tokens_after == min(keep, report.images[0].tokens_before)
+
+
+# --- the instance, and errors -------------------------------------------------------------------------
+
+
+def test_apply_remove_and_context_manager_are_instance_scoped(tiny):
+    model = tiny.model
+    before = dict(model.__dict__)
+    other = tiny_llava_next(seed=1).model
+    gprune.apply(model, gprune.GPruneConfig(keep=0.5))
+    assert gprune.is_pruned(model) and not gprune.is_pruned(other)
+    assert type(model).forward is type(other).forward and "forward" not in other.__dict__
+    gprune.apply(model, gprune.GPruneConfig(keep=0.25))  # replaces the config
+    assert gprune.pruning_config(model).keep == 0.25
+    gprune.remove(model)
+    assert model.__dict__.keys() == before.keys()
+    assert all(model.__dict__[k] is before[k] for k in before)
+    gprune.apply(model, gprune.GPruneConfig(keep=0.5))
+    with gprune.pruned(model, gprune.GPruneConfig(keep=0.1)):
+        assert gprune.pruning_config(model).keep == 0.1
+    assert gprune.pruning_config(model).keep == 0.5
+    gprune.remove(model)
+    with gprune.pruned(model):
+        pass
+    assert model.__dict__.keys() == before.keys()
+
+
+def test_placeholder_mismatch_is_a_clear_error(tiny):
+    inputs = encode(tiny, [(60, 40)])
+    ids = inputs["input_ids"]
+    first = int(torch.nonzero(ids[0] == 4)[0])
+    inputs["input_ids"] = torch.cat([ids[:, :first], ids[:, first + 1 :]], dim=1)
+    inputs["attention_mask"] = inputs["attention_mask"][:, 1:]
+    with gprune.pruned(tiny.model), pytest.raises(ValueError, match="image/placeholder mismatch"):
+        tiny.model(**inputs)
+
+
+def test_keep_out_of_range_and_unsupported_model():
+    with pytest.raises(ValueError, match="keep as a ratio must be in"):
+        gprune.GPruneConfig(keep=1.5)
+    with pytest.raises(ValueError, match="keep as a token count must be >= 1"):
+        gprune.GPruneConfig(keep=0)
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    llama = LlamaForCausalLM(
+        LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, vocab_size=50)
+    )
+    with pytest.raises(UserError, match="does not support model_type 'llama'; supported: .*llava_next"):
+        gprune.apply(llama, gprune.GPruneConfig())
+    assert "forward" not in llama.__dict__
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16])
+def test_bf16_model(dtype):
+    tiny = tiny_llava_next(dtype=dtype)
+    inputs = encode(tiny, [(60, 40), (40, 70)])
+    inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
+    want = greedy(tiny.model, inputs)
+    want_logits = tiny.model(**inputs).logits
+    with gprune.pruned(tiny.model, gprune.GPruneConfig(keep=1.0)):
+        assert torch.equal(greedy(tiny.model, inputs), want)
+        assert torch.equal(tiny.model(**inputs).logits, want_logits)
+    with gprune.pruned(tiny.model, gprune.GPruneConfig(keep=0.3)):
+        out = greedy(tiny.model, inputs)
+        logits = tiny.model(**inputs).logits
+        report = gprune.last_report(tiny.model)
+    assert out.shape == want.shape and logits.dtype == dtype
+    assert [r.tokens_after for r in report.images] == [
+        gprune.kept_tokens(tiny.model, (40, 60), 0.3),
+        gprune.kept_tokens(tiny.model, (70, 40), 0.3),
+    ]
