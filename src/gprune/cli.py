@@ -14,6 +14,7 @@ from gprune.errors import UserError
 COMMAND_MODULES: list[str] = [
     "gprune.cli_demo",
     "gprune.cli_flops",
+    "gprune.cli_bench",
     "gprune.cli_eval",
 ]
 

@@ -1,0 +1,415 @@
+"""Latency and memory of the language model's prefill and decode with pruned visual tokens.
+
+What pruning changes is the length of the sequence the LLM prefills, so the benchmark times the LLM
+on sequences of each pruned length (``inputs_embeds``: text embeddings around the kept visual
+features) and times the selector on the same features in the LLaVA-NeXT layout. Each setting is
+measured after warm-up, repeatedly, in round-robin order (so background load spreads over all
+settings alike), and reported as median and spread. `benchmarks/latency.py` and ``gprune bench``
+both run `main`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import torch
+from torch import Tensor
+from transformers import AutoModelForCausalLM, LlamaConfig, PretrainedConfig
+
+from gprune.checkpoints import bundled_checkpoints, image_tokens, load_checkpoint
+from gprune.errors import UserError
+from gprune.flops import kv_cache_bytes, llm_prefill_flops
+from gprune.layouts import TokenLayout, kept_token_count, select_in_layout
+
+DEFAULT_KEEPS = (1.0, 0.5, 0.33, 0.22, 0.11)
+MID_SIZE = "mid"  # a random-weight LLaMA text model, LLaVA-NeXT-like but small enough for a CPU
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def mid_size_llm_config() -> LlamaConfig:
+    """8 layers x 1024 hidden, LLaMA/Vicuna proportions (MHA, SwiGLU 2.75x, Vicuna vocabulary)."""
+    return LlamaConfig(
+        hidden_size=1024,
+        intermediate_size=2816,
+        num_hidden_layers=8,
+        num_attention_heads=16,
+        num_key_value_heads=16,
+        vocab_size=32064,
+        max_position_embeddings=8192,
+    )
+
+
+@dataclass
+class Timing:
+    """Seconds per repeat; summarised as median and min-max spread."""
+
+    samples: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples) if self.samples else float("nan")
+
+    @property
+    def spread(self) -> float:
+        """(max - min) / median: how much repeats disagree."""
+        return (max(self.samples) - min(self.samples)) / self.median if self.samples else float("nan")
+
+    def summary(self) -> dict[str, Any]:
+        return {"median": self.median, "min": min(self.samples), "max": max(self.samples), "n": len(self.samples)}
+
+
+@dataclass
+class Setting:
+    """One row: unpruned (keep None) or a keep setting."""
+
+    keep: float | int | None
+    visual_tokens: int
+    sequence_tokens: int
+    prefill: Timing = field(default_factory=Timing)
+    decode: Timing = field(default_factory=Timing)  # seconds for all decode steps
+    selector: Timing = field(default_factory=Timing)
+    peak_memory_bytes: int = 0
+    kv_cache_bytes_measured: int = 0
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn: Callable[[], Any], device: torch.device) -> tuple[float, Any]:
+    _sync(device)
+    start = time.perf_counter()
+    result = fn()
+    _sync(device)
+    return time.perf_counter() - start, result
+
+
+def clustered_features(length: int, dim: int, *, seed: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """Synthetic projected features with region structure (16 clusters), so the graph has real edges."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(16, dim, generator=g) * 3
+    x = centres[torch.randint(0, 16, (length,), generator=g)] + torch.randn(length, dim, generator=g)
+    return (x / dim**0.5).to(device=device, dtype=dtype)
+
+
+def _peak_memory(fn: Callable[[], Any], device: torch.device) -> int:
+    """Peak bytes of tensors allocated while `fn` runs, above what was allocated before.
+
+    CUDA: the allocator's own peak counter. CPU: the profiler's allocation records, summed in time
+    order at operator granularity (temporaries freed inside one operator are not seen).
+    """
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    deltas = []
+    for event in prof.events():
+        delta = event.cpu_memory_usage if event.name == "[memory]" else event.self_cpu_memory_usage
+        if delta:
+            deltas.append((event.time_range.start, delta))
+    live = peak = 0
+    for _, delta in sorted(deltas):
+        live += delta
+        peak = max(peak, live)
+    return peak
+
+
+class PrefillRunner:
+    """The LLM plus the inputs of one setting: prefill, decode, cache size."""
+
+    def __init__(self, model: torch.nn.Module, embeds: Tensor, decode_tokens: int) -> None:
+        self.model = model
+        self.embeds = embeds
+        self.mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
+        self.decode_tokens = decode_tokens
+
+    @torch.no_grad()
+    def prefill(self) -> Any:
+        return self.model(inputs_embeds=self.embeds, attention_mask=self.mask, use_cache=True, logits_to_keep=1)
+
+    @torch.no_grad()
+    def decode(self, out: Any) -> None:
+        cache, mask = out.past_key_values, self.mask
+        token = out.logits[:, -1:].argmax(-1)
+        for _ in range(self.decode_tokens):
+            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+            out = self.model(input_ids=token, attention_mask=mask, past_key_values=cache, use_cache=True)
+            token = out.logits[:, -1:].argmax(-1)
+
+
+def run_benchmark(
+    *,
+    llm: str | PretrainedConfig = MID_SIZE,
+    image_size: tuple[int, int] = (672, 672),
+    prompt_tokens: int = 64,
+    keeps: Sequence[float | int] = DEFAULT_KEEPS,
+    repeats: int = 5,
+    warmup: int = 1,
+    decode_tokens: int = 16,
+    device: str = "cpu",
+    dtype: str | None = None,
+    seed: int = 0,
+    measure_memory: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Measure every setting; returns plain data (see `format_markdown`).
+
+    `llm` is "mid" (`mid_size_llm_config`), a bundled checkpoint name (its text model, full size) or a
+    decoder config. Weights are random: latency does not depend on them.
+    """
+    if repeats < 1 or warmup < 0 or decode_tokens < 0 or prompt_tokens < 0:
+        raise UserError("repeats must be >= 1; warmup, decode tokens and prompt tokens >= 0")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for but torch sees no CUDA device")
+    torch_dtype = DTYPES[dtype or ("float32" if dev.type == "cpu" else "float16")]
+    if isinstance(llm, PretrainedConfig):
+        config, llm = llm, llm.model_type
+    elif llm == MID_SIZE:
+        config = mid_size_llm_config()
+    elif llm in bundled_checkpoints():
+        config = load_checkpoint(llm).config.get_text_config()
+    else:
+        raise UserError(f"--llm must be {MID_SIZE!r} or a bundled checkpoint ({', '.join(bundled_checkpoints())})")
+    # The image is tokenised as LLaVA-NeXT does it (base view + unpadded grid + newlines).
+    layout: TokenLayout = image_tokens(load_checkpoint("llava-v1.6-vicuna-7b"), *image_size).layout
+
+    torch.manual_seed(seed)
+    with torch.device(dev):
+        model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa", dtype=torch_dtype).eval()
+    hidden = config.hidden_size
+    features = clustered_features(layout.length, hidden, seed=seed, dtype=torch_dtype, device=dev)
+    text = torch.randn(prompt_tokens, hidden, generator=torch.Generator().manual_seed(seed + 1)) * 0.02
+    text = text.to(device=dev, dtype=torch_dtype)
+    head, tail = text[: prompt_tokens // 2], text[prompt_tokens // 2 :]
+
+    settings = [Setting(None, layout.length, layout.length + prompt_tokens)]
+    for keep in keeps:
+        visual = kept_token_count(layout, keep)
+        settings.append(Setting(keep, visual, visual + prompt_tokens))
+
+    def runner(s: Setting) -> PrefillRunner:
+        kept = torch.arange(layout.length, device=dev) if s.keep is None else select_in_layout(features, layout, s.keep)
+        if kept.numel() != s.visual_tokens:
+            raise AssertionError(f"selector kept {kept.numel()} tokens, kept_token_count says {s.visual_tokens}")
+        return PrefillRunner(model, torch.cat([head, features[kept], tail]).unsqueeze(0), decode_tokens)
+
+    runners = [runner(s) for s in settings]
+    log(
+        f"LLM {llm}: {config.num_hidden_layers} layers x {hidden} hidden, {torch_dtype}, {dev}; image "
+        f"{image_size[0]}x{image_size[1]} -> {layout.length} visual tokens; {prompt_tokens} prompt tokens"
+    )
+    for rep in range(-warmup, repeats):
+        for s, r in zip(settings, runners, strict=True):
+            if s.keep is not None:
+                sel_time, _ = _timed(lambda s=s: select_in_layout(features, layout, s.keep), dev)
+            prefill_time, out = _timed(r.prefill, dev)
+            if not s.kv_cache_bytes_measured:  # the cache as the prefill left it
+                s.kv_cache_bytes_measured = sum(
+                    layer.keys.nbytes + layer.values.nbytes for layer in out.past_key_values.layers
+                )
+            decode_time, _ = _timed(lambda r=r, out=out: r.decode(out), dev)
+            if rep >= 0:
+                s.prefill.samples.append(prefill_time)
+                s.decode.samples.append(decode_time)
+                if s.keep is not None:
+                    s.selector.samples.append(sel_time)
+            del out
+        log(f"  {'warm-up' if rep < 0 else f'repeat {rep + 1}/{repeats}'} done")
+    if measure_memory:
+        for s, r in zip(settings, runners, strict=True):
+            s.peak_memory_bytes = _peak_memory(r.prefill, dev)
+
+    base = settings[0]
+    rows = []
+    for s in settings:
+        predicted = {
+            mode: llm_prefill_flops(config, base.sequence_tokens, attention=mode)
+            / llm_prefill_flops(config, s.sequence_tokens, attention=mode)
+            for mode in ("full", "causal")
+        }
+        measured = base.prefill.median / s.prefill.median
+        selector = s.selector.median if s.selector.samples else 0.0
+        rows.append(
+            {
+                "keep": s.keep,
+                "visual_tokens": s.visual_tokens,
+                "sequence_tokens": s.sequence_tokens,
+                "prefill_s": s.prefill.summary(),
+                "prefill_spread": s.prefill.spread,
+                "decode_tokens_per_s": decode_tokens / s.decode.median if decode_tokens else None,
+                "decode_spread": s.decode.spread if decode_tokens else None,
+                "selector_s": s.selector.summary() if s.selector.samples else None,
+                "selector_share_of_prefill": selector / s.prefill.median,
+                "measured_speedup": measured,
+                "measured_speedup_with_selector": base.prefill.median / (s.prefill.median + selector),
+                "predicted_speedup_full": predicted["full"],
+                "predicted_speedup_causal": predicted["causal"],
+                "speedup_vs_predicted_full": measured / predicted["full"],
+                "speedup_vs_predicted_causal": measured / predicted["causal"],
+                "peak_memory_bytes": s.peak_memory_bytes if measure_memory else None,
+                "kv_cache_bytes": s.kv_cache_bytes_measured,
+                "kv_cache_bytes_analytic": kv_cache_bytes(config, s.sequence_tokens, torch_dtype),
+            }
+        )
+    return {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": _machine(dev),
+        "llm": llm,
+        "llm_shape": {
+            "layers": config.num_hidden_layers,
+            "hidden": hidden,
+            "heads": config.num_attention_heads,
+            "kv_heads": config.num_key_value_heads,
+            "intermediate": config.intermediate_size,
+            "vocab": config.vocab_size,
+        },
+        "dtype": str(torch_dtype).removeprefix("torch."),
+        "image_size": list(image_size),
+        "visual_tokens": layout.length,
+        "prompt_tokens": prompt_tokens,
+        "repeats": repeats,
+        "warmup": warmup,
+        "decode_tokens": decode_tokens,
+        "rows": rows,
+    }
+
+
+def _machine(dev: torch.device) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "load_average_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+    }
+    try:
+        with open("/proc/cpuinfo") as f:
+            info["cpu"] = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
+    except OSError:
+        info["cpu"] = platform.processor() or None
+    if dev.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(dev)
+    return info
+
+
+def format_markdown(result: dict[str, Any]) -> str:
+    """The headline table: prefill, speed-ups (measured vs FLOPs-predicted), selector, decode, memory."""
+    lines = [
+        "| keep | visual | seq | prefill s (median, spread) | speed-up measured | predicted full / causal "
+        "| measured / predicted full | selector ms (share of prefill) | decode tok/s | peak MiB | KV MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        sel = r["selector_s"]
+        selector = "-" if sel is None else f"{1e3 * sel['median']:.1f} ({100 * r['selector_share_of_prefill']:.1f}%)"
+        decode = "-" if r["decode_tokens_per_s"] is None else f"{r['decode_tokens_per_s']:.1f}"
+        peak = "-" if r["peak_memory_bytes"] is None else f"{r['peak_memory_bytes'] / 2**20:.0f}"
+        lines.append(
+            f"| {'unpruned' if r['keep'] is None else r['keep']} | {r['visual_tokens']} | {r['sequence_tokens']} "
+            f"| {r['prefill_s']['median']:.3f} (±{100 * r['prefill_spread'] / 2:.0f}%) "
+            f"| {r['measured_speedup']:.2f}x "
+            f"| {r['predicted_speedup_full']:.2f}x / {r['predicted_speedup_causal']:.2f}x "
+            f"| {r['speedup_vs_predicted_full']:.2f} | {selector} | {decode} | {peak} "
+            f"| {r['kv_cache_bytes'] / 2**20:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def check_targets(result: dict[str, Any], keep: float = 0.33) -> list[str]:
+    """The issue's CPU targets at keep 0.33, stated as met or missed (never tuned away)."""
+    row = next((r for r in result["rows"] if r["keep"] == keep), None)
+    if row is None:
+        return [f"keep {keep} was not measured"]
+    ratio_full, ratio_causal = row["speedup_vs_predicted_full"], row["speedup_vs_predicted_causal"]
+    share = row["selector_share_of_prefill"]
+    verdict = {True: "met", False: "MISSED"}
+    return [
+        f"keep {keep}: measured prefill speed-up {row['measured_speedup']:.2f}x = {ratio_full:.2f}x the "
+        f"FLOPs-predicted {row['predicted_speedup_full']:.2f}x (full-attention count; target >= 0.85: "
+        f"{verdict[ratio_full >= 0.85]}), {ratio_causal:.2f}x the causal-count prediction "
+        f"{row['predicted_speedup_causal']:.2f}x ({verdict[ratio_causal >= 0.85]})",
+        f"keep {keep}: selector {1e3 * row['selector_s']['median']:.1f} ms = {100 * share:.1f}% of the pruned "
+        f"prefill (target <= 5%: {verdict[share <= 0.05]})",
+    ]
+
+
+def _parse_keep(text: str) -> float | int:
+    value = float(text)
+    return int(value) if value.is_integer() and value > 1 else value
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--llm", default=MID_SIZE, help=f"{MID_SIZE!r} (8x1024 LLaMA) or a bundled checkpoint's text model")
+    p.add_argument("--image-size", default="672x672", help="HxW pixels, tokenised as LLaVA-NeXT (default 672x672)")
+    p.add_argument("--prompt-tokens", type=int, default=64)
+    p.add_argument("--keep", type=_parse_keep, nargs="+", default=list(DEFAULT_KEEPS), help="ratios or token counts")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--decode-tokens", type=int, default=16)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", choices=sorted(DTYPES), help="default float32 on CPU, float16 on GPU")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-memory", action="store_true", help="skip the (profiled) peak-memory pass")
+    p.add_argument("--json", help="also write the full result as JSON to this path")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    from gprune.cli_flops import parse_image_size
+
+    try:
+        image_size = parse_image_size(args.image_size)
+    except argparse.ArgumentTypeError as err:
+        raise UserError(str(err)) from None
+    result = run_benchmark(
+        llm=args.llm,
+        image_size=image_size,
+        prompt_tokens=args.prompt_tokens,
+        keeps=args.keep,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        decode_tokens=args.decode_tokens,
+        device=args.device,
+        dtype=args.dtype,
+        seed=args.seed,
+        measure_memory=not args.no_memory,
+    )
+    m = result["machine"]
+    print(
+        f"\n{result['date']}; {m.get('cpu')}, {m['threads']} torch threads, torch {m['torch']}"
+        f"{'; ' + m['gpu'] if 'gpu' in m else ''}; 1-min load average at the end {m['load_average_1m']}"
+    )
+    print(f"{result['repeats']} repeats after {result['warmup']} warm-up; {result['decode_tokens']} decode tokens")
+    print(format_markdown(result))
+    for line in check_targets(result):
+        print(line)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run_from_args(parser.parse_args(argv))
+
+
+__all__ = ["Setting", "Timing", "check_targets", "format_markdown", "main", "run_benchmark"]

@@ -1,0 +1,74 @@
+"""The latency benchmark's bookkeeping on a tiny model (no timing is asserted: benchmarks print numbers)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import LlamaConfig
+
+from gprune.benchmark import check_targets, format_markdown, run_benchmark
+from gprune.checkpoints import image_tokens, load_checkpoint
+from gprune.cli import main
+from gprune.flops import kv_cache_bytes, llm_prefill_flops
+from gprune.layouts import kept_token_count
+
+TINY = LlamaConfig(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    vocab_size=64,
+    max_position_embeddings=4096,
+)
+
+
+@pytest.fixture(scope="module")
+def result():
+    return run_benchmark(
+        llm=TINY,
+        image_size=(336, 336),
+        prompt_tokens=10,
+        keeps=(1.0, 0.33, 100),
+        repeats=2,
+        warmup=1,
+        decode_tokens=2,
+        log=lambda _: None,
+    )
+
+
+def test_rows_follow_the_layout_and_the_flops_model(result):
+    layout = image_tokens(load_checkpoint("llava-v1.6-vicuna-7b"), 336, 336).layout
+    unpruned, keep1, keep33, keep100 = result["rows"]
+    assert unpruned["visual_tokens"] == keep1["visual_tokens"] == layout.length
+    assert keep33["visual_tokens"] == kept_token_count(layout, 0.33)
+    assert keep100["visual_tokens"] == 100
+    for row in result["rows"]:
+        assert row["sequence_tokens"] == row["visual_tokens"] + 10
+        # what the model really cached equals the analytic size
+        assert (
+            row["kv_cache_bytes"]
+            == row["kv_cache_bytes_analytic"]
+            == kv_cache_bytes(TINY, row["sequence_tokens"], torch.float32)
+        )
+        assert row["prefill_s"]["n"] == 2
+        assert row["predicted_speedup_full"] == pytest.approx(
+            llm_prefill_flops(TINY, unpruned["sequence_tokens"]) / llm_prefill_flops(TINY, row["sequence_tokens"])
+        )
+        assert row["peak_memory_bytes"] > 0
+    assert unpruned["selector_s"] is None and keep33["selector_s"]["n"] == 2
+    assert keep33["predicted_speedup_full"] > keep33["predicted_speedup_causal"] > 1
+
+
+def test_report_states_targets_as_met_or_missed(result):
+    table = format_markdown(result)
+    assert table.count("\n") == 1 + len(result["rows"])
+    lines = check_targets(result, keep=0.33)
+    assert len(lines) == 2 and all(("met" in line) or ("MISSED" in line) for line in lines)
+    assert check_targets(result, keep=0.5) == ["keep 0.5 was not measured"]
+
+
+def test_bench_cli_rejects_bad_input(capsys):
+    assert main(["bench", "--llm", "nope"]) == 2
+    assert "--llm must be" in capsys.readouterr().err
+    assert main(["bench", "--repeats", "0"]) == 2
