@@ -156,9 +156,18 @@ def tiny_llava(*, seed: int = 0, hidden: int = 64, layers: int = 2, dtype: torch
 
 
 def tiny_llava_onevision(
-    *, seed: int = 0, hidden: int = 64, layers: int = 2, dtype: torch.dtype = torch.float32
+    *,
+    seed: int = 0,
+    hidden: int = 64,
+    layers: int = 2,
+    dtype: torch.dtype = torch.float32,
+    vision_aspect_ratio: str = "anyres_max_9",
 ) -> TinyModel:
-    """LLaVA-OneVision: SigLIP (no CLS) 16-token base view, anyres grid with newlines, ``anyres_max_9``."""
+    """LLaVA-OneVision: SigLIP (no CLS) 16-token base view, anyres grid with newlines.
+
+    `vision_aspect_ratio` ``anyres_max_N`` shrinks grids above about N tiles (``anyres_max_1`` makes
+    the tiny grids exercise that rule).
+    """
     from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration, LlavaOnevisionProcessor
     from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
         LlavaOnevisionImageProcessorPil,
@@ -173,7 +182,7 @@ def tiny_llava_onevision(
         image_grid_pinpoints=GRID_PINPOINTS,
         vision_feature_select_strategy="full",
         vision_feature_layer=-1,
-        vision_aspect_ratio="anyres_max_9",
+        vision_aspect_ratio=vision_aspect_ratio,
     )
     torch.manual_seed(seed)
     model = LlavaOnevisionForConditionalGeneration(config)
@@ -185,7 +194,7 @@ def tiny_llava_onevision(
         tokenizer=tokenizer,
         num_image_tokens=(TILE // PATCH) ** 2,
         vision_feature_select_strategy="full",
-        vision_aspect_ratio="anyres_max_9",
+        vision_aspect_ratio=vision_aspect_ratio,
     )
     return TinyModel(_finish(model, tokenizer, dtype), processor)
 
