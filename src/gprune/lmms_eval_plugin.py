@@ -1,0 +1,250 @@
+"""lmms-eval model ``gprune``: any supported Hugging Face checkpoint, pruned with `gprune.apply`.
+
+Registered through the entry-point group ``lmms_eval.models`` (lmms-eval >= 0.7), so after
+``pip install gprune lmms-eval`` this works with no change to lmms-eval::
+
+    accelerate launch --num_processes 8 -m lmms_eval --model gprune \\
+        --model_args pretrained=llava-hf/llava-v1.6-vicuna-7b-hf,method=gprune,keep_tokens=640 \\
+        --tasks textvqa_val,gqa,pope,mme --batch_size 1 --output_path results/
+
+model_args: ``pretrained`` (checkpoint; the adapter is chosen by its ``config.model_type``),
+``method`` (a registered method, or ``none`` for the unpruned model through the same code path),
+``keep_ratio`` (per group, as the released G-Prune code) or ``keep_tokens`` (budget per image, always-kept
+tokens included), ``positions`` (original | compact), ``similarity_threshold``, ``temperature``,
+``iterations``, ``method_params`` (JSON object, e.g. ``'{"seed": 1}'``), ``device``, ``dtype``
+(auto | float16 | bfloat16 | float32), ``attn_implementation``, ``max_new_tokens`` (default when the
+task sets none), ``chat_template``.
+
+Under ``accelerate launch`` each process loads the model on its own GPU (``cuda:<local rank>``) and
+lmms-eval shards the requests by ``rank`` / ``world_size``; the model is not wrapped in DDP (inference
+only), so `gprune.apply` prunes the very instance that runs.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import torch
+from PIL import Image
+
+from gprune.config import GPruneConfig
+from gprune.integrations import apply, last_report
+
+try:
+    from lmms_eval.api.model import lmms
+    from lmms_eval.models.registry_v2 import ModelManifest
+except ImportError as err:  # pragma: no cover - only imported by lmms-eval itself
+    raise ImportError(
+        "gprune.lmms_eval_plugin needs lmms-eval (pip install lmms-eval); see docs/evaluation.md"
+    ) from err
+
+IMAGE_TOKEN = "<image>"
+FALLBACK_TEMPLATE = "USER: {content} ASSISTANT:"
+_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+def manifest() -> ModelManifest:
+    """Entry point payload: the model id ``gprune`` and its class."""
+    return ModelManifest(model_id="gprune", simple_class_path="gprune.lmms_eval_plugin.GPruneLMM")
+
+
+def build_config(
+    method: str,
+    keep_ratio: float | None,
+    keep_tokens: int | None,
+    positions: str,
+    similarity_threshold: float | None,
+    temperature: float | None,
+    iterations: int | None,
+    method_params: Any,
+) -> GPruneConfig | None:
+    """The `GPruneConfig` the model_args describe (None: method ``none``, no pruning)."""
+    if method == "none":
+        return None
+    if keep_ratio is not None and keep_tokens is not None:
+        raise ValueError("give keep_ratio or keep_tokens, not both")
+    keep: float | int = 0.5
+    if keep_ratio is not None:
+        keep = float(keep_ratio)
+    elif keep_tokens is not None:
+        if isinstance(keep_tokens, float) and not keep_tokens.is_integer():
+            raise ValueError(f"keep_tokens must be a whole number, got {keep_tokens}")
+        keep = int(keep_tokens)
+    if isinstance(method_params, str):
+        method_params = json.loads(method_params) if method_params else {}
+    extra = {
+        name: value
+        for name, value in (
+            ("similarity_threshold", similarity_threshold),
+            ("temperature", temperature),
+            ("iterations", iterations),
+        )
+        if value is not None
+    }
+    if "iterations" in extra:
+        extra["iterations"] = int(extra["iterations"])
+    return GPruneConfig(keep=keep, method=method, positions=positions, method_params=dict(method_params or {}), **extra)
+
+
+class GPruneLMM(lmms):
+    """lmms-eval model wrapping a transformers image-text model pruned by gprune (batch size 1)."""
+
+    is_simple = True
+
+    def __init__(
+        self,
+        pretrained: str,
+        method: str = "gprune",
+        keep_ratio: float | None = None,
+        keep_tokens: int | None = None,
+        positions: str = "original",
+        similarity_threshold: float | None = None,
+        temperature: float | None = None,
+        iterations: int | None = None,
+        method_params: Any = None,
+        device: str = "cuda",
+        dtype: str = "auto",
+        attn_implementation: str | None = None,
+        max_new_tokens: int = 128,
+        chat_template: str | None = None,
+        batch_size: int = 1,
+        **unknown: Any,
+    ) -> None:
+        super().__init__()
+        if unknown:
+            raise ValueError(f"unknown gprune model_args: {sorted(unknown)}")
+        if int(batch_size) != 1:
+            raise ValueError("the gprune lmms-eval model runs batch_size 1 (pruned lengths differ per image)")
+        from accelerate import Accelerator
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        self.gprune_config = build_config(
+            method, keep_ratio, keep_tokens, positions, similarity_threshold, temperature, iterations, method_params
+        )
+        accelerator = Accelerator()
+        if accelerator.num_processes > 1:
+            device = f"cuda:{accelerator.local_process_index}"
+        self._rank, self._world_size = accelerator.local_process_index, accelerator.num_processes
+        self.accelerator = accelerator
+        self._device = torch.device(device)
+        if dtype == "auto":
+            torch_dtype: Any = torch.float16 if self._device.type == "cuda" else torch.float32
+        elif dtype in _DTYPES:
+            torch_dtype = _DTYPES[dtype]
+        else:
+            raise ValueError(f"dtype must be auto or one of {sorted(_DTYPES)}, got {dtype!r}")
+        kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+        self.processor = AutoProcessor.from_pretrained(pretrained)
+        if chat_template is not None:
+            self.processor.chat_template = chat_template
+        self._model = AutoModelForImageTextToText.from_pretrained(pretrained, dtype=torch_dtype, **kwargs)
+        self._model.to(self._device).eval()
+        if self.gprune_config is not None:
+            apply(self._model, self.gprune_config)  # raises naming the supported model types
+        self.tokenizer = self.processor.tokenizer
+        self.max_new_tokens = int(max_new_tokens)
+        self.visual_tokens = {"before": 0, "after": 0, "calls": 0}
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self._model
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    # ------------------------------------------------------------------ prompts and inputs
+
+    def _images(self, doc_to_visual: Any, doc_id: Any, task: str, split: str) -> list[Image.Image]:
+        visuals = doc_to_visual(self.task_dict[task][split][doc_id]) if doc_to_visual is not None else []
+        images = [v for v in (visuals or []) if isinstance(v, Image.Image)]
+        if len(images) != len(visuals or []):
+            raise ValueError(f"{task}: the gprune model handles images only, got {[type(v).__name__ for v in visuals]}")
+        return [im.convert("RGB") for im in images]
+
+    def _prompt(self, context: str, n_images: int, continuation: str | None = None) -> str:
+        text = context.replace(IMAGE_TOKEN, "").strip() if IMAGE_TOKEN in context else context
+        if getattr(self.processor, "chat_template", None):
+            content = [{"type": "image"}] * n_images + [{"type": "text", "text": text}]
+            messages = [{"role": "user", "content": content}]
+            if continuation is not None:
+                messages.append({"role": "assistant", "content": [{"type": "text", "text": continuation}]})
+            return self.processor.apply_chat_template(messages, add_generation_prompt=continuation is None)
+        prompt = FALLBACK_TEMPLATE.format(content=(IMAGE_TOKEN + "\n") * n_images + text)
+        return prompt if continuation is None else f"{prompt} {continuation}"
+
+    def _inputs(self, text: str, images: list[Image.Image]) -> dict[str, Any]:
+        if images:
+            inputs = self.processor(images=images, text=[text], return_tensors="pt")
+        else:
+            inputs = self.processor(text=[text], return_tensors="pt")
+        return inputs.to(self._device)
+
+    def _count(self, n_images: int) -> None:
+        report = last_report(self._model) if (self.gprune_config is not None and n_images) else None
+        if report is not None:
+            self.visual_tokens["before"] += report.tokens_before
+            self.visual_tokens["after"] += report.tokens_after
+            self.visual_tokens["calls"] += 1
+
+    # ------------------------------------------------------------------ lmms-eval API
+
+    @torch.no_grad()
+    def generate_until(self, requests: list[Any]) -> list[str]:
+        results = []
+        for request in requests:
+            context, gen_kwargs, doc_to_visual, doc_id, task, split = request.args
+            gen_kwargs = dict(gen_kwargs or {})
+            until = gen_kwargs.pop("until", None) or []
+            until = [until] if isinstance(until, str) else list(until)
+            images = self._images(doc_to_visual, doc_id, task, split)
+            inputs = self._inputs(self._prompt(context, len(images)), images)
+            temperature = float(gen_kwargs.get("temperature", 0) or 0)
+            generate_kwargs: dict[str, Any] = {
+                "max_new_tokens": int(gen_kwargs.get("max_new_tokens", self.max_new_tokens)),
+                "num_beams": int(gen_kwargs.get("num_beams", 1) or 1),
+                "do_sample": temperature > 0,
+            }
+            if temperature > 0:
+                generate_kwargs["temperature"] = temperature
+                if gen_kwargs.get("top_p") is not None:
+                    generate_kwargs["top_p"] = float(gen_kwargs["top_p"])
+            out = self._model.generate(**inputs, **generate_kwargs)
+            self._count(len(images))
+            text = self.tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+            for stop in until:
+                if stop:
+                    text = text.split(stop)[0]
+            results.append(text.strip())
+            self.cache_hook.add_partial("generate_until", (context, gen_kwargs), results[-1])
+        return results
+
+    @torch.no_grad()
+    def loglikelihood(self, requests: list[Any]) -> list[tuple[float, bool]]:
+        """Sum of log-probabilities of the continuation tokens, and whether greedy decoding yields them.
+
+        Under pruning the model returns logits in the original token layout (gprune's forward wrapper),
+        so the continuation's positions are the same as without pruning.
+        """
+        results = []
+        for request in requests:
+            context, doc_to_target, doc_to_visual, doc_id, task, split = request.args
+            doc = self.task_dict[task][split][doc_id]
+            continuation = doc_to_target if isinstance(doc_to_target, str) else doc_to_target(doc)
+            images = self._images(doc_to_visual, doc_id, task, split)
+            prompt_len = self._inputs(self._prompt(context, len(images)), images)["input_ids"].shape[1]
+            inputs = self._inputs(self._prompt(context, len(images), continuation), images)
+            logits = self._model(**inputs).logits.float()
+            self._count(len(images))
+            targets = inputs["input_ids"][0, prompt_len:]
+            if targets.numel() == 0:
+                raise ValueError(f"{task}: empty continuation for doc {doc_id}")
+            scores = torch.log_softmax(logits[0, prompt_len - 1 : -1], dim=-1)
+            logprob = float(scores.gather(-1, targets.unsqueeze(-1)).sum())
+            greedy = bool((scores.argmax(dim=-1) == targets).all())
+            results.append((logprob, greedy))
+        return results
+
+    def generate_until_multi_round(self, requests: list[Any]) -> list[str]:
+        raise NotImplementedError("the gprune lmms-eval model does not support multi-round generation")
