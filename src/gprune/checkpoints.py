@@ -19,7 +19,8 @@ from transformers.image_processing_utils import select_best_resolution
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
 
 from gprune.errors import UserError
-from gprune.layouts import TokenLayout, llava_next_layout, single_group_layout
+from gprune.integrations.hf import image_layout
+from gprune.layouts import TokenLayout
 
 QWEN25_VL_PREPROCESSOR = {"min_pixels": 3136, "max_pixels": 12845056}
 SUPPORTED_MODEL_TYPES = ("llava", "llava_next", "qwen2_5_vl")
@@ -92,46 +93,43 @@ def load_checkpoint(name_or_path: str) -> Checkpoint:
     return Checkpoint(str(path), _config_from_dict(data), preprocessor, str(path))
 
 
-def _unpadded_grid(height: int, width: int, rows: int, cols: int) -> tuple[int, int]:
-    """LLaVA-NeXT's unpadding: grid rows/cols left after removing the letterbox padding of the tiles."""
-    if width / height > cols / rows:
-        new_rows = int(round(height * (cols / width), 7))
-        return rows - 2 * ((rows - new_rows) // 2), cols
-    new_cols = int(round(width * (rows / height), 7))
-    return rows, cols - 2 * ((cols - new_cols) // 2)
-
-
 def image_tokens(checkpoint: Checkpoint, height: int, width: int) -> ImageTokens:
     """How an image of `height` x `width` pixels is tokenised by `checkpoint` (one image, no video)."""
     for name, value in (("height", height), ("width", width)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise UserError(f"image {name} must be a positive int, got {value!r}")
     config = checkpoint.config
+    if config.model_type not in SUPPORTED_MODEL_TYPES:
+        raise UserError(
+            f"model_type {config.model_type!r} is not supported; supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
+        )
     if config.model_type in ("llava", "llava_next"):
+        # The layout is the one the HF integration prunes with (one source of truth for token counts).
+        layout = image_layout(config, (height, width))
         vision = config.vision_config
-        side = vision.image_size // vision.patch_size
-        extra = 1 if config.vision_feature_select_strategy == "full" else 0  # "full" keeps CLS
-        base = side * side + extra
+        base = int(layout.groups[0].numel())
         if config.model_type == "llava":
-            return ImageTokens(single_group_layout(base), 1, base, None, f"{side}x{side} patches")
+            return ImageTokens(layout, 1, base, None, f"{base} tokens ({vision.image_size} px view)")
         best_h, best_w = select_best_resolution((height, width), config.image_grid_pinpoints)
         tiles_h, tiles_w = best_h // vision.image_size, best_w // vision.image_size
-        rows, cols = _unpadded_grid(height, width, tiles_h * side, tiles_w * side)
-        layout = llava_next_layout(base, rows, cols)
-        tiles = tiles_h * tiles_w
+        rows = int(layout.always_keep.numel()) if len(layout.groups) > 1 else 0
+        cols = int(layout.groups[1].numel()) // rows if rows else 0
         text = (
             f"base {base} + grid {rows}x{cols} + {rows} newlines "
             f"(best resolution {best_h}x{best_w}: {tiles_h}x{tiles_w} tiles of {vision.image_size})"
         )
+        tiles = tiles_h * tiles_w
         return ImageTokens(layout, 1 + tiles, (1 + tiles) * base, None, text)
-    if config.model_type == "qwen2_5_vl":
-        vision = config.vision_config
-        pre = {**QWEN25_VL_PREPROCESSOR, **checkpoint.preprocessor}
-        factor = vision.patch_size * vision.spatial_merge_size
-        h, w = smart_resize(height, width, factor=factor, min_pixels=pre["min_pixels"], max_pixels=pre["max_pixels"])
-        grid = (1, h // vision.patch_size, w // vision.patch_size)
-        patches = grid[1] * grid[2]
-        tokens = patches // vision.spatial_merge_size**2
-        text = f"resized to {h}x{w}: {grid[1]}x{grid[2]} patches, {vision.spatial_merge_size}x merge"
-        return ImageTokens(single_group_layout(tokens), 1, patches, grid, text)
-    raise UserError(f"model_type {config.model_type!r} is not supported; supported: {', '.join(SUPPORTED_MODEL_TYPES)}")
+    vision = config.vision_config
+    pre = {**QWEN25_VL_PREPROCESSOR, **checkpoint.preprocessor}
+    size = pre.get("size") or {}  # newer preprocessor files: size = {shortest_edge, longest_edge} in pixels
+    pixels = {
+        "min_pixels": int(size.get("shortest_edge", pre["min_pixels"])),
+        "max_pixels": int(size.get("longest_edge", pre["max_pixels"])),
+    }
+    layout = image_layout(config, (height, width), **pixels)
+    factor = vision.patch_size * vision.spatial_merge_size
+    h, w = smart_resize(height, width, factor=factor, **pixels)
+    grid = (1, h // vision.patch_size, w // vision.patch_size)
+    text = f"resized to {h}x{w}: {grid[1]}x{grid[2]} patches, {vision.spatial_merge_size}x merge"
+    return ImageTokens(layout, 1, grid[1] * grid[2], grid, text)
