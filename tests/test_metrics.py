@@ -73,15 +73,17 @@ def test_vqa_accuracy_normalises_ground_truths_in_textvqa():
     assert vqa_accuracy("man's", ["man's"] * 10) == 1.0
 
 
-def test_vqa_accuracy_vqav2_protocol_keeps_lmms_eval_quirks():
-    # identical ground truths are compared raw: "Yes" never equals the normalised "yes"
-    assert vqa_accuracy("yes", ["Yes"] * 10, protocol="vqav2") == 0.0
-    assert vqa_accuracy("yes", ["Yes"] * 10, protocol="textvqa") == 1.0
-    # ... and so is a possessive: the prediction becomes "man 's", the answers stay "man's"
-    assert vqa_accuracy("man's", ["man's"] * 10, protocol="vqav2") == 0.0
-    # differing answers are normalised (punctuation, digits, articles; not lower-cased before the word step)
-    # "Two" -> "2" (x4) and "3" (x6): predict "two" -> "2": 4 matches -> every subset >= 3 -> 1.0
-    assert vqa_accuracy("two", ["Two"] * 4 + ["3"] * 6, protocol="vqav2") == 1.0
+def test_vqa_accuracy_vqav2_protocol_is_the_official_vqa_normalisation():
+    # both sides: punctuation and digit/article steps, lower case in the word step
+    assert vqa_accuracy("yes", ["Yes"] * 10, protocol="vqav2") == 1.0
+    assert vqa_accuracy("Two", ["2"] * 3 + ["3"] * 7, protocol="vqav2") == pytest.approx(0.9)
+    # no possessive split on either side: "man's" matches "man's"; "man 's" (TextVQA's form) does not
+    assert vqa_accuracy("man's", ["man's"] * 10, protocol="vqav2") == 1.0
+    assert vqa_accuracy("man 's", ["man's"] * 10, protocol="vqav2") == 0.0
+    assert vqa_accuracy("man 's", ["man's"] * 10, protocol="textvqa") == 1.0
+    # commas are kept unless digit,digit occurs: "red,blue" -> "red blue" (comma becomes a space)
+    assert vqa_accuracy("red,blue", ["red blue"] * 10, protocol="vqav2") == 1.0
+    assert vqa_accuracy("red,blue", ["red blue"] * 10, protocol="textvqa") == 0.0  # TextVQA drops the comma
 
 
 def test_vqa_accuracy_rejects_bad_input():

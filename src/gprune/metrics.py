@@ -9,7 +9,7 @@
 - `pope_metrics`: POPE accuracy, precision, recall, F1 and yes-ratio.
 - `mme_scores`: MME's paired yes/no scoring (acc, acc+ and the per-category score acc + acc+).
 
-The rules were read from lmms-eval (`tasks/_task_utils/vqa_eval_metric.py`, `tasks/vqav2/utils.py`,
+The rules were read from lmms-eval 0.7.3 (`tasks/_task_utils/vqa_eval_metric.py`, `tasks/vqav2/utils.py`,
 `tasks/textvqa/utils.py`, `tasks/gqa/gqa.yaml`, `tasks/pope/utils.py`, `tasks/mme/utils.py`), which
 follow EvalAI / the official VQA evaluation; docs/evaluation.md lists every quirk kept on purpose.
 """
@@ -81,6 +81,11 @@ def digits_and_articles(text: str) -> str:
     return " ".join(CONTRACTIONS.get(w, w) for w in words if w not in ARTICLES)
 
 
+def _vqa_eval_normalize(text: str) -> str:
+    """The official VQA script's normalisation (lmms-eval's VQAv2): whitespace, punctuation, digits/articles."""
+    return digits_and_articles(strip_punctuation(text.replace("\n", " ").replace("\t", " ").strip()))
+
+
 def normalize_answer(text: str) -> str:
     """EvalAI's full answer normalisation, as lmms-eval applies it to predictions."""
     text = text.lower().replace(",", "").replace("?", "").replace("'s", " 's").strip()
@@ -89,23 +94,22 @@ def normalize_answer(text: str) -> str:
 
 
 def vqa_accuracy(prediction: str, answers: Sequence[str], *, protocol: VqaProtocol = "textvqa") -> float:
-    """VQA accuracy of one prediction against its ground-truth answers (usually ten), as lmms-eval scores it.
+    """VQA accuracy of one prediction against its ground-truth answers (usually ten), as lmms-eval 0.7.3 scores it.
 
     protocol "textvqa" (lmms-eval's TextVQA): prediction and every answer get `normalize_answer`.
-    protocol "vqav2" (lmms-eval's VQAv2): the prediction gets `normalize_answer`; answers are only
-    whitespace-trimmed, and only when they are not all identical do answers and prediction (again) get the
-    punctuation and digit/article steps. So a prediction "yes" scores 0 against ten answers "Yes" there.
+    protocol "vqav2" (lmms-eval's VQAv2, like the official VQA evaluation script): prediction and every
+    answer get tabs/newlines turned into spaces, trimming, then only the punctuation and digit/article
+    steps; the first step of `normalize_answer` (dropping commas and question marks, splitting "'s") is
+    not applied, so e.g. "man's" stays one word.
     """
     if isinstance(answers, str) or len(answers) == 0:
         raise ValueError(f"vqa_accuracy needs a non-empty list of ground-truth answers, got {answers!r}")
-    pred = normalize_answer(prediction)
     if protocol == "textvqa":
+        pred = normalize_answer(prediction)
         truths = [normalize_answer(a) for a in answers]
     elif protocol == "vqav2":
-        truths = [a.replace("\n", " ").replace("\t", " ").strip() for a in answers]
-        if len(set(truths)) > 1:
-            truths = [digits_and_articles(strip_punctuation(a)) for a in truths]
-            pred = digits_and_articles(strip_punctuation(pred))
+        pred = _vqa_eval_normalize(prediction)
+        truths = [_vqa_eval_normalize(a) for a in answers]
     else:
         raise ValueError(f"protocol must be 'textvqa' or 'vqav2', got {protocol!r}")
     matches = [t == pred for t in truths]
