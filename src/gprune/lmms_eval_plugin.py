@@ -123,8 +123,8 @@ class GPruneLMM(lmms):
             method, keep_ratio, keep_tokens, positions, similarity_threshold, temperature, iterations, method_params
         )
         accelerator = Accelerator()
-        if accelerator.num_processes > 1:
-            device = f"cuda:{accelerator.local_process_index}"
+        if accelerator.num_processes > 1 and str(device).startswith("cuda"):
+            device = f"cuda:{accelerator.local_process_index}"  # one GPU per process
         self._rank, self._world_size = accelerator.local_process_index, accelerator.num_processes
         self.accelerator = accelerator
         self._device = torch.device(device)
