@@ -92,14 +92,13 @@ class QwenVLAdapter(ModelAdapter):
         grid = inputs.get("image_grid_thw")
         if grid is None:
             raise ValueError("Qwen-VL pixel_values need image_grid_thw (one (t, h, w) row per image); it is missing")
-        with torch.no_grad():
-            output = self._inner.get_image_features(inputs["pixel_values"], grid, return_dict=True)
-            videos = None
-            if inputs.get("pixel_values_videos") is not None:
-                # Features and pixels cannot be mixed in one call: encode the (unpruned) videos as well.
-                videos = self._inner.get_video_features(
-                    inputs["pixel_values_videos"], inputs.get("video_grid_thw"), return_dict=True
-                )
+        output = self._inner.get_image_features(inputs["pixel_values"], grid, return_dict=True)
+        videos = None
+        if inputs.get("pixel_values_videos") is not None:
+            # Features and pixels cannot be mixed in one call: encode the (unpruned) videos as well.
+            videos = self._inner.get_video_features(
+                inputs["pixel_values_videos"], inputs.get("video_grid_thw"), return_dict=True
+            )
         images = [ImageTokens(f, single_group_layout(int(f.shape[0]))) for f in output.pooler_output]
         return EncodedImages(images, extra={"image_output": output, "video_output": videos})
 
@@ -166,6 +165,8 @@ class QwenVLAdapter(ModelAdapter):
 
     def compact_positions(self, positions: Tensor, keep_mask: Tensor) -> Tensor:
         """Close the mRoPE position values no kept token uses (see the module docstring); row 0 is redone later."""
+        if positions.dim() == 2:  # a user's 1-D positions: the model broadcasts them to every row
+            positions = positions.unsqueeze(0).expand(3, *positions.shape)
         if positions.dim() != 3 or positions.shape[0] not in (3, 4):
             raise ValueError(f"Qwen-VL positions must be (3 or 4, batch, length), got {tuple(positions.shape)}")
         head = positions.shape[0] - 3
