@@ -16,6 +16,7 @@ COMMAND_MODULES: list[str] = [
     "gprune.cli_flops",
     "gprune.cli_bench",
     "gprune.cli_eval",
+    "gprune.cli_visualize",
 ]
 
 

@@ -22,10 +22,11 @@ from gprune.visualize.render import DEFAULT_MAX_SIDE, resize_photo
 DEFAULT_WIDTH_PX = 1800
 DEFAULT_DPI = 100
 _TITLE_PX = 34  # room above each row for its titles
-_HEADER_PX = 44  # room for the figure title
+_HEADER_PX = 56  # room for the two-line figure title
 
 
-def _matplotlib() -> Any:
+def require_matplotlib() -> Any:
+    """The matplotlib module, or a `UserError` naming the extra to install."""
     try:
         import matplotlib
     except ModuleNotFoundError:
@@ -49,7 +50,7 @@ def figure_size_px(view: PruningView, width_px: int = DEFAULT_WIDTH_PX) -> tuple
 
 def plot_pruning(view: PruningView, *, width_px: int = DEFAULT_WIDTH_PX, dpi: int = DEFAULT_DPI) -> Any:
     """A matplotlib `Figure` of what was kept and how information flowed (see the module docstring)."""
-    _matplotlib()
+    require_matplotlib()
     from matplotlib.figure import Figure
 
     width, height = figure_size_px(view, width_px)
@@ -63,7 +64,7 @@ def plot_pruning(view: PruningView, *, width_px: int = DEFAULT_WIDTH_PX, dpi: in
     cfg = view.config
     rows[0].suptitle(
         f"{cfg.method}: {counts['total']} of {view.geometry.num_tokens} visual tokens kept "
-        f"(keep {cfg.keep}, {view.feature_source} features); information flow on G-Prune's graph "
+        f"(keep {cfg.keep}, {view.feature_source} features)\ninformation flow on G-Prune's graph "
         f"(s = {cfg.similarity_threshold}, tau = {cfg.temperature}, T = {cfg.iterations})",
         fontsize=11,
     )
@@ -89,8 +90,8 @@ def plot_pruning(view: PruningView, *, width_px: int = DEFAULT_WIDTH_PX, dpi: in
             ax.imshow(faint, interpolation="nearest")
             vmax = float(np.nanmax(values)) if np.isfinite(values).any() else 1.0
             ax.imshow(values, cmap="magma", vmin=0.0, vmax=vmax or 1.0, interpolation="nearest")
-            label = "t = 0 (||x||)" if t == 0 else f"t = {t}"
-            title = f"{view.group_names[g]} rank of v_T / degree" if last else f"{view.group_names[g]} flow, {label}"
+            label = "score rank" if last else ("t = 0 (||x||)" if t == 0 else f"t = {t}")
+            title = f"{view.group_names[g]}: {label}"
             ax.set_title(title, fontsize=9)
             ax.set_axis_off()
     return fig
