@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import LlamaConfig
 
-from gprune.benchmark import check_targets, format_markdown, run_benchmark
+from gprune.benchmark import check_targets, format_end_to_end, format_markdown, run_benchmark, run_end_to_end
 from gprune.checkpoints import image_tokens, load_checkpoint
 from gprune.cli import main
 from gprune.flops import kv_cache_bytes, llm_prefill_flops
@@ -72,3 +72,16 @@ def test_bench_cli_rejects_bad_input(capsys):
     assert main(["bench", "--llm", "nope"]) == 2
     assert "--llm must be" in capsys.readouterr().err
     assert main(["bench", "--repeats", "0"]) == 2
+
+
+def test_end_to_end_runs_generate_through_gprune_pruned():
+    result = run_end_to_end(
+        llm=TINY, image_size=(336, 336), prompt_tokens=20, keeps=(0.33,), repeats=1, warmup=0, log=lambda _: None
+    )
+    layout = image_tokens(load_checkpoint("llava-v1.6-vicuna-7b"), 336, 336).layout
+    unpruned, pruned = result["rows"]
+    assert unpruned["visual_tokens"] == result["visual_tokens"] == layout.length
+    assert pruned["visual_tokens"] == kept_token_count(layout, 0.33)
+    assert unpruned["selector_s"] is None and pruned["selector_s"] > 0
+    assert pruned["predicted_speedup_full"] > 1
+    assert format_end_to_end(result).count("\n") == 3

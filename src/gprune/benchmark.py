@@ -48,6 +48,16 @@ def mid_size_llm_config() -> LlamaConfig:
     )
 
 
+def _llm_config(llm: str | PretrainedConfig) -> PretrainedConfig:
+    if isinstance(llm, PretrainedConfig):
+        return llm
+    if llm == MID_SIZE:
+        return mid_size_llm_config()
+    if llm in bundled_checkpoints():
+        return load_checkpoint(llm).config.get_text_config()
+    raise UserError(f"--llm must be {MID_SIZE!r} or a bundled checkpoint ({', '.join(bundled_checkpoints())})")
+
+
 @dataclass
 class Timing:
     """Seconds per repeat; summarised as median and min-max spread."""
@@ -180,14 +190,9 @@ def run_benchmark(
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda was asked for but torch sees no CUDA device")
     torch_dtype = DTYPES[dtype or ("float32" if dev.type == "cpu" else "float16")]
+    config = _llm_config(llm)
     if isinstance(llm, PretrainedConfig):
-        config, llm = llm, llm.model_type
-    elif llm == MID_SIZE:
-        config = mid_size_llm_config()
-    elif llm in bundled_checkpoints():
-        config = load_checkpoint(llm).config.get_text_config()
-    else:
-        raise UserError(f"--llm must be {MID_SIZE!r} or a bundled checkpoint ({', '.join(bundled_checkpoints())})")
+        llm = llm.model_type
     # The image is tokenised as LLaVA-NeXT does it (base view + unpadded grid + newlines).
     layout: TokenLayout = image_tokens(load_checkpoint("llava-v1.6-vicuna-7b"), *image_size).layout
 
@@ -292,6 +297,164 @@ def run_benchmark(
     }
 
 
+E2E_VISION = {  # a small CLIP tower with LLaVA-NeXT's real geometry: 336 px tiles of 14 px patches
+    "model_type": "clip_vision_model",
+    "hidden_size": 256,
+    "intermediate_size": 1024,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "image_size": 336,
+    "patch_size": 14,
+}
+E2E_PINPOINTS = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
+
+
+def end_to_end_llava_next(text_config: PretrainedConfig, dtype: torch.dtype, device: torch.device) -> tuple[Any, Any]:
+    """A random-weight LLaVA-NeXT (given LLM, small CLIP tower, real token geometry) and its offline processor."""
+    from transformers import LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextProcessor
+    from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
+
+    from gprune.testing.llava import IMAGE_TOKEN, build_tokenizer
+
+    tokenizer = build_tokenizer()
+    text = text_config.to_dict()
+    text.update(vocab_size=len(tokenizer), pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    config = LlavaNextConfig(
+        vision_config=E2E_VISION,
+        text_config=text,
+        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        image_grid_pinpoints=E2E_PINPOINTS,
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-2,
+    )
+    with torch.device(device):
+        model = LlavaNextForConditionalGeneration._from_config(config, attn_implementation="sdpa", dtype=dtype)
+    model.eval()
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    image_processor = LlavaNextImageProcessorPil(
+        size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336}, image_grid_pinpoints=E2E_PINPOINTS
+    )
+    processor = LlavaNextProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=14,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+    )
+    return model, processor
+
+
+def run_end_to_end(
+    *,
+    llm: str | PretrainedConfig = MID_SIZE,
+    image_size: tuple[int, int] = (672, 672),
+    prompt_tokens: int = 64,
+    keeps: Sequence[float | int] = DEFAULT_KEEPS,
+    repeats: int = 5,
+    warmup: int = 1,
+    device: str = "cpu",
+    dtype: str | None = None,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Time to first token of ``generate`` on a whole LLaVA-NeXT, unpruned vs `gprune.pruned(...)`.
+
+    Includes the vision tower, projector, selection, prefill and the first sampled token; the selector's
+    share comes from `gprune.last_report`. Predicted speed-ups count vision + projector + LLM FLOPs.
+    """
+    from importlib import resources
+
+    from PIL import Image
+
+    import gprune
+    from gprune.config import GPruneConfig
+    from gprune.flops import projector_flops, vision_flops
+
+    dev = torch.device(device)
+    torch_dtype = DTYPES[dtype or ("float32" if dev.type == "cpu" else "float16")]
+    text_config = _llm_config(llm)
+    torch.manual_seed(seed)
+    model, processor = end_to_end_llava_next(text_config, torch_dtype, dev)
+    photo = Image.open(resources.files("gprune") / "assets" / "coffee.jpg").convert("RGB")
+    photo = photo.resize((image_size[1], image_size[0]))
+    question = ("Describe the picture in detail please. " * 8)[: max(1, prompt_tokens - 15)]
+    prompt = f"USER: <image>\n{question} ASSISTANT:"
+    inputs = processor(images=[photo], text=[prompt], return_tensors="pt").to(dev)
+    inputs["pixel_values"] = inputs["pixel_values"].to(torch_dtype)
+    layout = gprune.image_layout(model.config, image_size)
+    text_tokens = int(inputs["input_ids"].shape[1]) - layout.length
+    vision = vision_flops(model.config, num_images=int(inputs["pixel_values"].shape[1]))
+    vision += projector_flops(model.config, int(inputs["pixel_values"].shape[1]) * int(layout.groups[0].numel()))
+
+    settings: list[float | int | None] = [None, *keeps]
+    ttft = {k: Timing() for k in settings}
+    selection = {k: Timing() for k in settings}
+
+    @torch.no_grad()
+    def first_token(keep: float | int | None) -> float:
+        if keep is None:
+            seconds, _ = _timed(lambda: model.generate(**inputs, max_new_tokens=1, do_sample=False), dev)
+            return seconds
+        with gprune.pruned(model, GPruneConfig(keep=keep)):
+            seconds, _ = _timed(lambda: model.generate(**inputs, max_new_tokens=1, do_sample=False), dev)
+            selection[keep].samples.append(gprune.last_report(model).selection_seconds)
+        return seconds
+
+    log(f"end-to-end: LLaVA-NeXT with LLM {llm}, {layout.length} visual + {text_tokens} text tokens, {torch_dtype}")
+    for rep in range(-warmup, repeats):
+        for keep in settings:
+            seconds = first_token(keep)
+            if rep >= 0:
+                ttft[keep].samples.append(seconds)
+            elif keep is not None:
+                selection[keep].samples.clear()
+        log(f"  {'warm-up' if rep < 0 else f'repeat {rep + 1}/{repeats}'} done")
+
+    base_tokens = layout.length + text_tokens
+    base_flops = vision + llm_prefill_flops(text_config, base_tokens)
+    rows = []
+    for keep in settings:
+        visual = layout.length if keep is None else kept_token_count(layout, keep)
+        predicted = base_flops / (vision + llm_prefill_flops(text_config, visual + text_tokens))
+        measured = ttft[None].median / ttft[keep].median
+        sel = selection[keep].median if selection[keep].samples else 0.0
+        rows.append(
+            {
+                "keep": keep,
+                "visual_tokens": visual,
+                "ttft_s": ttft[keep].summary(),
+                "ttft_spread": ttft[keep].spread,
+                "selector_s": sel if selection[keep].samples else None,
+                "selector_share_of_ttft": sel / ttft[keep].median,
+                "measured_speedup": measured,
+                "predicted_speedup_full": predicted,
+                "speedup_vs_predicted_full": measured / predicted,
+            }
+        )
+    return {"visual_tokens": layout.length, "text_tokens": text_tokens, "vision_projector_flops": vision, "rows": rows}
+
+
+def format_end_to_end(result: dict[str, Any]) -> str:
+    lines = [
+        "| keep | visual | TTFT s (median, spread) | speed-up measured | predicted (vision+projector+LLM, full) "
+        "| measured / predicted | selector ms (share of TTFT) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        sel = (
+            "-"
+            if r["selector_s"] is None
+            else f"{1e3 * r['selector_s']:.1f} ({100 * r['selector_share_of_ttft']:.1f}%)"
+        )
+        lines.append(
+            f"| {'unpruned' if r['keep'] is None else r['keep']} | {r['visual_tokens']} "
+            f"| {r['ttft_s']['median']:.3f} (±{100 * r['ttft_spread'] / 2:.0f}%) | {r['measured_speedup']:.2f}x "
+            f"| {r['predicted_speedup_full']:.2f}x | {r['speedup_vs_predicted_full']:.2f} | {sel} |"
+        )
+    return "\n".join(lines)
+
+
 def _machine(dev: torch.device) -> dict[str, Any]:
     info: dict[str, Any] = {
         "platform": platform.platform(),
@@ -367,7 +530,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", choices=sorted(DTYPES), help="default float32 on CPU, float16 on GPU")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice, one per core)")
     p.add_argument("--no-memory", action="store_true", help="skip the (profiled) peak-memory pass")
+    p.add_argument(
+        "--mode",
+        choices=("llm", "end-to-end", "both"),
+        default="llm",
+        help="llm: the LLM on pruned-length sequences + the selector (default); end-to-end: generate() TTFT of a "
+        "whole LLaVA-NeXT (small CLIP tower) through gprune.pruned; both",
+    )
     p.add_argument("--json", help="also write the full result as JSON to this path")
 
 
@@ -378,31 +549,42 @@ def run_from_args(args: argparse.Namespace) -> int:
         image_size = parse_image_size(args.image_size)
     except argparse.ArgumentTypeError as err:
         raise UserError(str(err)) from None
-    result = run_benchmark(
-        llm=args.llm,
-        image_size=image_size,
-        prompt_tokens=args.prompt_tokens,
-        keeps=args.keep,
-        repeats=args.repeats,
-        warmup=args.warmup,
-        decode_tokens=args.decode_tokens,
-        device=args.device,
-        dtype=args.dtype,
-        seed=args.seed,
-        measure_memory=not args.no_memory,
-    )
-    m = result["machine"]
-    print(
-        f"\n{result['date']}; {m.get('cpu')}, {m['threads']} torch threads, torch {m['torch']}"
-        f"{'; ' + m['gpu'] if 'gpu' in m else ''}; 1-min load average at the end {m['load_average_1m']}"
-    )
-    print(f"{result['repeats']} repeats after {result['warmup']} warm-up; {result['decode_tokens']} decode tokens")
-    print(format_markdown(result))
-    for line in check_targets(result):
-        print(line)
+    common = {
+        "llm": args.llm,
+        "image_size": image_size,
+        "prompt_tokens": args.prompt_tokens,
+        "keeps": args.keep,
+        "repeats": args.repeats,
+        "warmup": args.warmup,
+        "device": args.device,
+        "dtype": args.dtype,
+        "seed": args.seed,
+    }
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UserError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    output: dict[str, Any] = {}
+    if args.mode in ("llm", "both"):
+        result = run_benchmark(**common, decode_tokens=args.decode_tokens, measure_memory=not args.no_memory)
+        output["llm"] = result
+        m = result["machine"]
+        print(
+            f"\n{result['date']}; {m.get('cpu')}, {m['threads']} torch threads, torch {m['torch']}"
+            f"{'; ' + m['gpu'] if 'gpu' in m else ''}; 1-min load average at the end {m['load_average_1m']:.2f}"
+        )
+        print(f"{result['repeats']} repeats after {result['warmup']} warm-up; {result['decode_tokens']} decode tokens")
+        print(format_markdown(result))
+        for line in check_targets(result):
+            print(line)
+    if args.mode in ("end-to-end", "both"):
+        result = run_end_to_end(**common)
+        output["end_to_end"] = result
+        print(f"\nend-to-end (generate, 1 new token): 1-min load average at the end {os.getloadavg()[0]:.2f}")
+        print(format_end_to_end(result))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+            json.dump(output, f, indent=2)
     return 0
 
 
@@ -412,4 +594,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_from_args(parser.parse_args(argv))
 
 
-__all__ = ["Setting", "Timing", "check_targets", "format_markdown", "main", "run_benchmark"]
+__all__ = [
+    "Setting",
+    "Timing",
+    "check_targets",
+    "format_end_to_end",
+    "format_markdown",
+    "main",
+    "run_benchmark",
+    "run_end_to_end",
+]
