@@ -13,6 +13,7 @@ from gprune.errors import UserError
 # Each module defines `add_command(subparsers)`, which adds its sub-command and sets `handler`.
 COMMAND_MODULES: list[str] = [
     "gprune.cli_demo",
+    "gprune.cli_run",
     "gprune.cli_flops",
     "gprune.cli_bench",
     "gprune.cli_eval",

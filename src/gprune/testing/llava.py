@@ -70,7 +70,7 @@ def _text_config(vocab_size: int, hidden: int, layers: int) -> dict[str, Any]:
         "num_hidden_layers": layers,
         "num_attention_heads": 4,
         "num_key_value_heads": 2,
-        "max_position_embeddings": 1024,
+        "max_position_embeddings": 4096,
         "pad_token_id": 0,
         "bos_token_id": 1,
         "eos_token_id": 2,
@@ -97,32 +97,43 @@ def _finish(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, dtype: t
 
 
 def tiny_llava_next(
-    *, seed: int = 0, hidden: int = 64, layers: int = 2, dtype: torch.dtype = torch.float32
+    *,
+    seed: int = 0,
+    hidden: int = 64,
+    layers: int = 2,
+    dtype: torch.dtype = torch.float32,
+    tile: int = TILE,
+    patch: int = PATCH,
 ) -> TinyModel:
-    """LLaVA-NeXT (anyres): 16-token base view, grids up to 3x1 tiles of 4x4 patches, newline tokens."""
+    """LLaVA-NeXT (anyres): base view of (tile/patch)^2 tokens, grids up to 2x2 / 1x3 tiles, newline tokens.
+
+    The defaults give a 4x4 base view; ``tile=336, patch=14`` gives the released model's token layout
+    (576-token base view, up to 2880 tokens per image) with tiny widths.
+    """
     from transformers import LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextProcessor
     from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
 
     tokenizer = build_tokenizer()
+    pinpoints = [[tile * a // TILE, tile * b // TILE] for a, b in GRID_PINPOINTS]
     config = LlavaNextConfig(
-        vision_config=_vision_config("clip_vision_model", 32),
+        vision_config={**_vision_config("clip_vision_model", 32), "image_size": tile, "patch_size": patch},
         text_config=_text_config(len(tokenizer), hidden, layers),
         image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
-        image_grid_pinpoints=GRID_PINPOINTS,
+        image_grid_pinpoints=pinpoints,
         vision_feature_select_strategy="default",
         vision_feature_layer=-1,
     )
     torch.manual_seed(seed)
     model = LlavaNextForConditionalGeneration(config)
     image_processor = LlavaNextImageProcessorPil(
-        size={"shortest_edge": TILE},
-        crop_size={"height": TILE, "width": TILE},
-        image_grid_pinpoints=GRID_PINPOINTS,
+        size={"shortest_edge": tile},
+        crop_size={"height": tile, "width": tile},
+        image_grid_pinpoints=pinpoints,
     )
     processor = LlavaNextProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
-        patch_size=PATCH,
+        patch_size=patch,
         vision_feature_select_strategy="default",
         num_additional_image_tokens=1,
     )
