@@ -177,7 +177,8 @@ def _clip_like_flops(vision: Any, num_images: int) -> int:
     if vision.model_type == "siglip_vision_model" and getattr(vision, "vision_use_head", True):
         d, m = vision.hidden_size, vision.intermediate_size
         # attention-pooling head: one probe query over all patches, then an MLP on that one vector
-        per_image += 2 * d * d + 2 * 2 * patches * d * d + 2 * 2 * patches * d + 2 * d * d + 4 * d
+        per_image += 2 * d * d + 2 * 2 * patches * d * d + 2 * 2 * patches * d + 2 * d * d
+        per_image += d + 2 * patches * d + d  # q (1 token), k and v (every patch), out-projection biases
         per_image += 2 * 2 * d * m + m + d
     return num_images * per_image
 
