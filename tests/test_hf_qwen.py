@@ -348,3 +348,19 @@ def test_missing_mm_token_type_ids_is_a_clear_error(tiny: TinyModel) -> None:
     del inputs["mm_token_type_ids"]
     with pytest.raises(ValueError, match="mm_token_type_ids"), gprune.pruned(tiny.model, GPruneConfig(keep=0.5)):
         tiny.model.generate(**inputs, max_new_tokens=2)
+
+
+def test_saved_tiny_model_reloads_with_identical_pruned_output(tmp_path: Any) -> None:
+    from transformers import AutoModelForImageTextToText
+
+    from gprune.testing.qwen import processor_from_pretrained
+
+    tiny = tiny_qwen("qwen2_5_vl")
+    tiny.model.save_pretrained(tmp_path)
+    tiny.processor.save_pretrained(tmp_path)
+    model = AutoModelForImageTextToText.from_pretrained(tmp_path).eval()
+    reloaded = TinyModel(model, processor_from_pretrained(tmp_path), image_token=tiny.image_token)
+    config = GPruneConfig(keep=0.5)
+    want, _ = _pruned_generate(tiny, _batch_two(tiny), config)
+    got, _ = _pruned_generate(reloaded, _batch_two(reloaded), config)
+    assert torch.equal(got.sequences, want.sequences)

@@ -157,7 +157,33 @@ def image_only_processor(processor_class: type, image_processor: Any, tokenizer:
         processor_class.__init__(self, image_processor, tokenizer, None, chat_template=chat_template, **init_kwargs)
 
     cls = type(f"ImageOnly{processor_class.__name__}", (processor_class,), {"__init__": __init__})
-    return cls(image_processor=image_processor, tokenizer=tokenizer, **kwargs)
+    processor = cls(image_processor=image_processor, tokenizer=tokenizer, **kwargs)
+    # A reloaded tokenizer may carry image_token = None; the processor then finds no placeholders at all.
+    for name, default in (("image_token", IMAGE_PAD), ("video_token", VIDEO_PAD)):
+        if getattr(processor, name, None) is None:
+            setattr(processor, name, default)
+            setattr(processor, f"{name}_id", tokenizer.convert_tokens_to_ids(default))
+    return processor
+
+
+def processor_from_pretrained(path: str, **kwargs: Any) -> Any:
+    """A working processor for a saved Qwen-VL checkpoint (local path or hub id) without torchvision.
+
+    ``AutoProcessor`` cannot build these processors without torchvision (on 5.23 it quietly returns the
+    bare tokenizer for an image-only one); this loads the PIL image processor and the tokenizer from
+    `path` and joins them with `image_only_processor`. `kwargs` go to the image processor.
+    """
+    from transformers import AutoConfig, AutoTokenizer
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    model_type = AutoConfig.from_pretrained(path).model_type
+    family = _family(model_type)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    image_processor = Qwen2VLImageProcessorPil.from_pretrained(path, **kwargs)
+    chat_template = getattr(tokenizer, "chat_template", None)
+    return image_only_processor(
+        _transformers_attr(family.processor_class), image_processor, tokenizer, chat_template=chat_template
+    )
 
 
 def tiny_qwen_processor(
