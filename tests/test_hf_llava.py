@@ -125,6 +125,14 @@ def test_generate_returns_original_prompt_and_cached_equals_recompute(tiny, posi
     assert torch.equal(by_length, cached)  # max_length counts the original prompt
 
 
+def test_default_generation_length_is_unchanged(tiny):
+    inputs = encode(tiny, [(60, 40)])
+    want = tiny.model.generate(**inputs, do_sample=False)
+    with gprune.pruned(tiny.model, gprune.GPruneConfig(keep=0.3)):
+        got = tiny.model.generate(**inputs, do_sample=False)
+    assert got.shape == want.shape
+
+
 def test_generate_first_token_matches_pruned_forward(tiny):
     inputs = encode(tiny, [(60, 40)])
     with gprune.pruned(tiny.model, gprune.GPruneConfig(keep=0.3)):
@@ -278,8 +286,8 @@ def test_keep_out_of_range_and_unsupported_model():
     assert "forward" not in llama.__dict__
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16])
-def test_bf16_model(dtype):
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_models(dtype):
     tiny = tiny_llava_next(dtype=dtype)
     inputs = encode(tiny, [(60, 40), (40, 70)])
     inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
@@ -293,6 +301,12 @@ def test_bf16_model(dtype):
         logits = tiny.model(**inputs).logits
         report = gprune.last_report(tiny.model)
     assert out.shape == want.shape and logits.dtype == dtype
+    # scoring runs in fp32 on the model-dtype features
+    feats = tiny.model.get_image_features(pixel_values=inputs["pixel_values"], image_sizes=inputs["image_sizes"])
+    base = feats.pooler_output[0][:16]
+    assert feats.pooler_output[0].dtype == dtype
+    base_kept = report.images[0].kept_indices[report.images[0].kept_indices < 16]
+    assert torch.equal(base_kept, select_tokens(base.float(), 0.3))
     assert [r.tokens_after for r in report.images] == [
         gprune.kept_tokens(tiny.model, (40, 60), 0.3),
         gprune.kept_tokens(tiny.model, (70, 40), 0.3),

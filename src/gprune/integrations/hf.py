@@ -219,12 +219,17 @@ def _wrap_forward(model: torch.nn.Module, state: _State) -> Any:
 
 
 def _token_budget(kwargs: dict[str, Any], prompt_length: int, model: torch.nn.Module) -> None:
-    """Read ``max_length`` against the original prompt: the pruned prompt is shorter."""
-    generation_config = kwargs.get("generation_config") or model.generation_config
-    if kwargs.get("max_new_tokens") is not None or getattr(generation_config, "max_new_tokens", None) is not None:
-        kwargs.pop("max_length", None)
+    """Read an absolute ``max_length`` against the original prompt (the pruned prompt is shorter).
+
+    Mirrors ``generate``: ``max_new_tokens`` wins; else a ``max_length`` from the call, its generation
+    config or the model's counts the prompt; with none set, ``generate``'s default of new tokens applies.
+    """
+    configs = [c for c in (kwargs.get("generation_config"), model.generation_config) if c is not None]
+    if kwargs.get("max_new_tokens") is not None or any(getattr(c, "max_new_tokens", None) for c in configs):
         return
-    max_length = kwargs.pop("max_length", None) or generation_config.max_length
+    max_length = kwargs.pop("max_length", None)
+    if max_length is None:
+        max_length = next((c.max_length for c in configs if getattr(c, "max_length", None) is not None), None)
     if max_length is not None:
         kwargs["max_new_tokens"] = max(int(max_length) - prompt_length, 1)
 
