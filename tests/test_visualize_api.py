@@ -181,3 +181,11 @@ def test_missing_matplotlib_names_the_extra(coffee_view, monkeypatch: pytest.Mon
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` raise ModuleNotFoundError
     with pytest.raises(UserError, match=r"gprune\[viz\]"):
         plot_pruning(coffee_view)
+
+
+def test_token_budget_counts_newlines() -> None:
+    photo = np.random.default_rng(0).integers(0, 256, (100, 300, 3), dtype=np.uint8)
+    v = visualize_pruning(photo, keep=300)
+    counts = v.kept_counts()
+    assert counts["total"] == 300 == counts["base"] + counts["grid"] + counts["newline"]
+    assert counts["newline"] == v.geometry.grid_shape[0]

@@ -163,7 +163,8 @@ def visualize_pruning(
         from gprune.visualize.model_features import load_model, model_image_processor
 
         model, loaded_processor = load_model(model)
-        image_processor = image_processor or loaded_processor or model_image_processor(model)
+        if image_processor is None:
+            image_processor = loaded_processor if loaded_processor is not None else model_image_processor(model)
         if packing is not None:
             raise UserError("give either a model or a packing: with a model the packing comes from its config")
         packing = Packing.from_model_config(model.config)
