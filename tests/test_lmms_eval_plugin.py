@@ -105,3 +105,70 @@ def test_bad_model_args_fail_clearly(checkpoint):
         _model(checkpoint, keep_ratio=0.5, keep_tokens=64, device="cpu")
     with pytest.raises(ValueError, match="unknown gprune model_args"):
         _model(checkpoint, keep=0.5, device="cpu")
+
+
+TOY_TASK = """task: gprune_toy
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: generate_until
+doc_to_visual: !function toy_utils.doc_to_visual
+doc_to_text: !function toy_utils.doc_to_text
+doc_to_target: "answer"
+generation_kwargs:
+  until: ["\\n\\n"]
+  max_new_tokens: 5
+  temperature: 0
+  do_sample: false
+process_results: !function toy_utils.process_results
+metric_list:
+  - metric: toy_match
+    aggregation: mean
+    higher_is_better: true
+"""
+TOY_UTILS = '''from PIL import Image
+
+
+def doc_to_visual(doc):
+    return [Image.new("RGB", (40, 56), tuple(doc["rgb"]))]
+
+
+def doc_to_text(doc, lmms_eval_specific_kwargs=None):
+    return doc["q"]
+
+
+def process_results(doc, results):
+    return {"toy_match": float(results[0] == doc["answer"])}
+'''
+
+
+def test_lmms_eval_cli_under_accelerate_with_two_processes(checkpoint, tmp_path):
+    """`accelerate launch --num_processes 2 -m lmms_eval --model gprune ...` end to end (CPU, gloo)."""
+    import json
+    import subprocess
+    import sys
+
+    pytest.importorskip("datasets")
+    pytest.importorskip("pytablewriter")
+    data = tmp_path / "toy.jsonl"
+    answers = _reference(checkpoint)
+    pairs = zip(DOCS.values(), answers, strict=True)
+    rows = [{"q": doc["q"], "rgb": list(doc["img"]), "answer": a} for doc, a in pairs]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows * 2))  # 4 docs: 2 per process
+    (tmp_path / "toy.yaml").write_text(TOY_TASK.format(data=data))
+    (tmp_path / "toy_utils.py").write_text(TOY_UTILS)
+    out = tmp_path / "out"
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu", "-m", "lmms_eval",
+        "--model", "gprune", "--model_args", f"pretrained={checkpoint},method=gprune,keep_ratio=1.0,device=cpu",
+        "--tasks", "gprune_toy", "--include_path", str(tmp_path), "--batch_size", "1",
+        "--output_path", str(out), "--log_samples",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    samples = [json.loads(line) for f in out.rglob("*samples_gprune_toy.jsonl") for line in f.read_text().splitlines()]
+    assert len(samples) == 4
+    # keep 1.0 through the pruning path reproduces transformers' unpruned answers in every process
+    assert all(s["toy_match"] == 1.0 for s in samples), [s["filtered_resps"] for s in samples]
