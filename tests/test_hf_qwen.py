@@ -240,20 +240,26 @@ def test_three_images_in_one_prompt(tiny: TinyModel) -> None:
     assert out.sequences.shape[1] == inputs["input_ids"].shape[1] + NEW_TOKENS
 
 
-def test_videos_pass_through_while_images_are_pruned() -> None:
-    """An image and a (hand-built) video in one prompt: only the image is pruned; keep=1 is exact."""
-    tiny = tiny_qwen("qwen2_vl")
+def test_videos_pass_through_while_images_are_pruned(tiny: TinyModel) -> None:
+    """An image and a hand-built one-frame-pair video in one prompt: only the image is pruned; keep=1 is exact.
+
+    On Qwen3-VL the video features carry DeepStack features too, merged with the pruned image ones.
+    """
     inputs = dict(_inputs(tiny, [("and the video", 1)], IMAGES[:1]))
-    video = tiny.processor.tokenizer(VISION_START + VIDEO_PAD * 12 + VISION_END + "?", return_tensors="pt")
+    video = tiny.processor.tokenizer(VISION_START + VIDEO_PAD * 6 + VISION_END + "?", return_tensors="pt")
     video_type = (video["input_ids"] == tiny.model.config.video_token_id).long() * 2
     inputs["input_ids"] = torch.cat([inputs["input_ids"], video["input_ids"]], dim=1)
     inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
     inputs["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], video_type], dim=1)
-    inputs["video_grid_thw"] = torch.tensor([[2, 4, 6]])  # 2 * 4 * 6 patches -> 12 merged tokens
-    inputs["pixel_values_videos"] = torch.randn(48, 3 * 2 * 14 * 14, generator=torch.Generator().manual_seed(0))
+    inputs["video_grid_thw"] = torch.tensor([[1, 4, 6]])  # one temporal patch of 4 x 6 -> 6 merged tokens
+    patch = tiny.model.config.vision_config.patch_size
+    generator = torch.Generator().manual_seed(0)
+    inputs["pixel_values_videos"] = torch.randn(24, 3 * 2 * patch * patch, generator=generator)
     reference = _generate(tiny.model, inputs, do_sample=False)
     same, _ = _pruned_generate(tiny, inputs, GPruneConfig(keep=1.0))
     assert torch.equal(same.sequences, reference.sequences)
+    for a, b in zip(same.logits, reference.logits, strict=True):
+        assert torch.equal(a, b)
     out, report = _pruned_generate(tiny, inputs, GPruneConfig(keep=0.5))
     assert len(report.images) == 1 and report.images[0].tokens_after == report.images[0].tokens_before // 2
     assert out.sequences.shape[1] == inputs["input_ids"].shape[1] + NEW_TOKENS
