@@ -104,7 +104,9 @@ def test_token_count_equals_what_the_processor_inserts() -> None:
         geo = anyres_geometry((h, w))
         assert int((ids == image_id).sum()) == geo.num_tokens, (h, w)
         # and the pruning pipeline's layout (same rules, from the config) agrees
-        assert LlavaNextAdapter.image_layout(config, (h, w)).length == geo.num_tokens
+        layout = LlavaNextAdapter.image_layout(config, (h, w))
+        assert all(torch.equal(a, b) for a, b in zip(layout.groups, geo.layout.groups, strict=True))
+        assert torch.equal(layout.always_keep, geo.layout.always_keep)
 
 
 def test_anyres_hand_computed_600x400_photo() -> None:
