@@ -111,6 +111,31 @@ def test_pruned_forward_matches_hand_built_sequence(tiny, positions):
         assert torch.equal(logits[0, t], logits[0, before])
 
 
+def test_text_loss_on_restored_logits_equals_the_pruned_sequence_loss(tiny):
+    inputs = encode(tiny, [(60, 40)])
+    labels = inputs["input_ids"].masked_fill(inputs["input_ids"] == 4, -100)
+    short_logits, keep_cols, _ = hand_pruned(tiny, inputs, 0.3, "original")
+    short_labels = labels[0, keep_cols]
+    want = torch.nn.functional.cross_entropy(short_logits[:-1], short_labels[1:], ignore_index=-100)
+    with gprune.pruned(tiny.model, gprune.GPruneConfig(keep=0.3)):
+        out = tiny.model(**inputs, labels=labels)
+        as_tuple = tiny.model(**inputs, return_dict=False)
+    torch.testing.assert_close(out.loss, want, rtol=1e-5, atol=1e-5)
+    assert torch.equal(as_tuple[0], out.logits)
+
+
+def test_generate_dict_output_and_positional_ids(tiny):
+    inputs = encode(tiny, [(60, 40)])
+    ids = inputs.pop("input_ids")
+    with gprune.pruned(tiny.model, gprune.GPruneConfig(keep=0.3)):
+        out = tiny.model.generate(
+            ids, **inputs, max_new_tokens=3, do_sample=False, return_dict_in_generate=True, output_scores=True
+        )
+        plain = tiny.model.generate(ids, **inputs, max_new_tokens=3, do_sample=False)
+    assert torch.equal(out.sequences, plain) and torch.equal(out.sequences[:, : ids.shape[1]], ids)
+    assert len(out.scores) == 3
+
+
 @pytest.mark.parametrize("positions", ["original", "compact"])
 def test_generate_returns_original_prompt_and_cached_equals_recompute(tiny, positions):
     inputs = encode(tiny, [(60, 40), (40, 70)])
@@ -259,6 +284,22 @@ def test_apply_remove_and_context_manager_are_instance_scoped(tiny):
     with gprune.pruned(model):
         pass
     assert model.__dict__.keys() == before.keys()
+
+
+def test_instance_forward_set_by_accelerate_hooks_is_wrapped_and_restored():
+    from accelerate.hooks import ModelHook, add_hook_to_module
+
+    tiny = tiny_llava_next()
+    add_hook_to_module(tiny.model, ModelHook())  # sets an instance `forward`, as device_map loading does
+    hooked = tiny.model.__dict__["forward"]
+    inputs = encode(tiny, [(60, 40)])
+    want = tiny.model(**inputs).logits
+    with gprune.pruned(tiny.model, gprune.GPruneConfig(keep=1.0)):
+        assert torch.equal(tiny.model(**inputs).logits, want)
+    with gprune.pruned(tiny.model, gprune.GPruneConfig(keep=0.3)):
+        assert tiny.model(**inputs).logits.shape == want.shape
+        assert gprune.last_report(tiny.model).tokens_after < gprune.last_report(tiny.model).tokens_before
+    assert tiny.model.__dict__["forward"] is hooked
 
 
 def test_placeholder_mismatch_is_a_clear_error(tiny):
