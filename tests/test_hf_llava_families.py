@@ -131,3 +131,28 @@ def test_onevision_anyres_max_shrinks_large_grids_as_the_model_does():
         assert r.tokens_after == gprune.kept_tokens(tiny.model, (h, w), 0.5)
     full = gprune.image_layout(tiny_llava_onevision().model, (96, 96))
     assert gprune.image_layout(tiny.model, (96, 96)).length < full.length  # the rule did shrink the grid
+
+
+def test_onevision_videos_pass_unpruned_next_to_pruned_images():
+    tiny = tiny_llava_onevision()
+    frames = 2
+    text = ["USER: <image>\nWhat happens? ASSISTANT:"]
+    inputs = tiny.processor(images=[PHOTO.resize((60, 40))], text=text, return_tensors="pt")
+    ids = inputs["input_ids"][0]
+    after_image = int(torch.nonzero(ids == tiny.model.config.image_token_id).max()) + 1
+    video = torch.full((frames * 4 + 1,), tiny.model.config.video_token_id)  # 2x2-pooled frames + a newline
+    inputs["input_ids"] = torch.cat([ids[:after_image], video, ids[after_image:]])[None]
+    inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
+    inputs["pixel_values_videos"] = torch.randn(1, frames, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    want = tiny.model(**inputs).logits
+    with gprune.pruned(tiny.model, gprune.GPruneConfig(keep=1.0)):
+        assert torch.equal(tiny.model(**inputs).logits, want)
+    with gprune.pruned(tiny.model, gprune.GPruneConfig(keep=0.3)):
+        out = greedy(tiny.model, inputs)
+        report = gprune.last_report(tiny.model)
+        video_only = {k: v for k, v in inputs.items() if k not in ("pixel_values", "image_sizes", "batch_num_images")}
+        video_only["input_ids"] = inputs["input_ids"][:, inputs["input_ids"][0] != tiny.model.config.image_token_id]
+        video_only["attention_mask"] = torch.ones_like(video_only["input_ids"])
+        tiny.model(**video_only)  # a video-only call passes through
+    assert len(report.images) == 1 and report.images[0].tokens_after < report.images[0].tokens_before
+    assert torch.equal(out[:, : inputs["input_ids"].shape[1]], inputs["input_ids"])

@@ -136,10 +136,22 @@ class LlavaNextAdapter(_LlavaFamilyAdapter):
 
 @register_adapter
 class LlavaOnevisionAdapter(_LlavaFamilyAdapter):
-    """LLaVA-OneVision images (videos are not pruned): LLaVA-NeXT grouping with ``anyres_max_N`` grids."""
+    """LLaVA-OneVision images: LLaVA-NeXT grouping with ``anyres_max_N`` grids.
+
+    Videos are not pruned: in a call with images, video frames are encoded here and handed back whole
+    (the model takes pre-encoded features for every modality or for none). Video-only calls pass through.
+    """
 
     model_types = ("llava_onevision",)
-    image_input_keys = ("pixel_values", "image_sizes", "batch_num_images", "vision_aspect_ratio", *_VISION_OPTIONS)
+    image_input_keys = (
+        "pixel_values",
+        "image_sizes",
+        "batch_num_images",
+        "vision_aspect_ratio",
+        "pixel_values_videos",
+        "image_sizes_videos",
+        *_VISION_OPTIONS,
+    )
 
     @classmethod
     def image_layout(
@@ -153,13 +165,6 @@ class LlavaOnevisionAdapter(_LlavaFamilyAdapter):
         aspect = kwargs.get("vision_aspect_ratio") or getattr(model_config, "vision_aspect_ratio", "anyres_max_9")
         max_patches = int(str(aspect).removeprefix("anyres_max_"))
         return llava_next_layout(side * side, *_anyres_grid(model_config, size, max_patches))
-
-    def has_images(self, inputs: Mapping[str, Any]) -> bool:
-        if inputs.get("pixel_values_videos") is not None and super().has_images(inputs):
-            raise ValueError(
-                "gprune prunes LLaVA-OneVision images; a call with both images and videos is not supported"
-            )
-        return super().has_images(inputs)
 
     def encode_images(self, inputs: Mapping[str, Any]) -> EncodedImages:
         image_sizes = inputs.get("image_sizes")
@@ -176,4 +181,14 @@ class LlavaOnevisionAdapter(_LlavaFamilyAdapter):
             self.image_layout(self.config, _image_size(s), multi_image=m, vision_aspect_ratio=aspect)
             for s, m in zip(image_sizes, multi, strict=True)
         ]
-        return _checked(list(out.pooler_output), layouts, "llava_onevision")
+        encoded = _checked(list(out.pooler_output), layouts, "llava_onevision")
+        if inputs.get("pixel_values_videos") is not None:
+            video_options = _encoder_options(inputs, _VISION_OPTIONS)
+            encoded.extra["video"] = self.model.get_video_features(inputs["pixel_values_videos"], **video_options)
+        return encoded
+
+    def model_kwargs(self, encoded: EncodedImages, kept: Sequence[Tensor]) -> dict[str, Any]:
+        kwargs = super().model_kwargs(encoded, kept)
+        if "video" in encoded.extra:
+            kwargs["mm_encoder_outputs"]["video"] = encoded.extra["video"]
+        return kwargs
