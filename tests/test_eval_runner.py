@@ -167,6 +167,15 @@ def test_mme_needs_question_pairs(tmp_path):
                  progress=False)
 
 
+def test_bad_labels_fail_before_any_model_call(tmp_path):
+    lines = [{"id": 1, "image": "img0.png", "question": "Is it red?", "answer": "Yes."}]
+    samples = load_samples(_write_dataset(tmp_path, lines))
+    model = FakeModel({})
+    with pytest.raises(ValueError, match="answer must be yes or no"):
+        run_task(samples, get_task("pope"), model, tmp_path / "r.jsonl", method="gprune", keep=0.5, progress=False)
+    assert model.calls == 0
+
+
 def test_plan_runs_runs_the_unpruned_model_once():
     runs = plan_runs(["gprune", "random"], [1.0, 0.5, 64], method_params={"random": {"seed": 3}})
     assert [(m, k) for m, k, _ in runs] == [("none", 1.0), ("gprune", 0.5), ("gprune", 64), ("random", 0.5),

@@ -88,7 +88,10 @@ def check_samples(task: Task, samples: Sequence[Sample]) -> None:
     for s in samples:
         if task.single_answer and len(s.answers) != 1:
             raise ValueError(f"{task.name}: sample {s.id!r} needs exactly one answer, got {len(s.answers)}")
-        if task.name in ("pope", "mme") and s.answers[0].lower().strip().replace(".", "") not in ("yes", "no"):
+        label = s.answers[0].lower().strip()
+        if task.name == "mme":
+            label = label.replace(".", "")  # MME's parser drops periods from labels too
+        if task.name in ("pope", "mme") and label not in ("yes", "no"):
             raise ValueError(f"{task.name}: sample {s.id!r} answer must be yes or no, got {s.answers[0]!r}")
     if task.name == "mme":
         sizes = Counter((s.category, s.pair) for s in samples)
