@@ -17,6 +17,7 @@ _REGISTRY: dict[str, type[ModelAdapter]] = {}
 
 _ADAPTER_MODULES: tuple[str, ...] = (
     "gprune.adapters.llava",
+    "gprune.adapters.gemma3",
     "gprune.adapters.qwen_vl",
 )
 _loaded = False

@@ -35,13 +35,21 @@ class TinyModel:
         return "USER: " + (self.image_token + "\n") * images + question + " ASSISTANT:"
 
 
-def build_tokenizer(extra_special_tokens: tuple[str, ...] = ()) -> PreTrainedTokenizerFast:
+def build_tokenizer(
+    extra_special_tokens: tuple[str, ...] = (), named_special_tokens: dict[str, str] | None = None
+) -> PreTrainedTokenizerFast:
     """A byte-level tokenizer with no merges (one token per UTF-8 byte) plus special tokens.
 
     Ids 0..5 are ``<pad> <s> </s> <unk> <image> <video>``, then any `extra_special_tokens`, then the
-    256 bytes. Deterministic and offline; decodes back to the input text.
+    values of `named_special_tokens`, then the 256 bytes. `named_special_tokens` become attributes, as
+    some processors expect (``{"boi_token": "<start_of_image>"}`` gives ``tokenizer.boi_token`` and
+    ``tokenizer.boi_token_id``). Deterministic and offline; decodes back to the input text.
     """
-    specials = list(SPECIAL_TOKENS) + [t for t in extra_special_tokens if t not in SPECIAL_TOKENS]
+    named = dict(named_special_tokens or {})
+    specials = list(SPECIAL_TOKENS)
+    for token in (*extra_special_tokens, *named.values()):
+        if token not in specials:
+            specials.append(token)
     byte_symbols = list(pre_tokenizers.ByteLevel.alphabet())
     vocab = {tok: i for i, tok in enumerate(specials)}
     for symbol in sorted(byte_symbols):
@@ -56,6 +64,7 @@ def build_tokenizer(extra_special_tokens: tuple[str, ...] = ()) -> PreTrainedTok
         pad_token="<pad>",
         unk_token="<unk>",
         padding_side="left",
+        **({"extra_special_tokens": named} if named else {}),
     )
     tokenizer.add_special_tokens({"additional_special_tokens": specials[4:]})
     return tokenizer
