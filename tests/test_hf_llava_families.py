@@ -1,4 +1,4 @@
-"""LLaVA-1.5 and LLaVA-OneVision through `gprune.apply` (LLaVA-NeXT in detail: test_hf_llava.py)."""
+"""LLaVA-1.5, LLaVA-OneVision and Mistral 3 through `gprune.apply` (LLaVA-NeXT in detail: test_hf_llava.py)."""
 
 from __future__ import annotations
 
@@ -8,16 +8,21 @@ from PIL import Image
 
 import gprune
 from gprune.core import select_tokens
-from gprune.testing import tiny_llava, tiny_llava_onevision
+from gprune.testing import tiny_llava_onevision, tiny_model
 
 PHOTO = Image.open(gprune.__path__[0] + "/assets/coffee.jpg").convert("RGB")
 SIZES = [(60, 40), (40, 70), (96, 30)]  # (width, height)
 QUESTIONS = ["What?", "What is on the table here?", "Is it a cup of coffee?"]
 
 
-@pytest.fixture(scope="module", params=["llava", "llava_onevision"])
+@pytest.fixture(scope="module", params=["llava", "llava_onevision", "mistral3"])
 def tiny(request):
-    return tiny_llava() if request.param == "llava" else tiny_llava_onevision()
+    return tiny_model(request.param)
+
+
+def layout_kwargs(tiny):
+    """Processor settings the kept count depends on (Mistral 3: the tiny processor's longest edge)."""
+    return {"longest_edge": 64} if tiny.model.config.model_type == "mistral3" else {}
 
 
 def encode(tiny, sizes, questions, padding_side="left", images_per_prompt=1):
@@ -43,8 +48,8 @@ def test_keep_one_is_the_identity(tiny):
 
 
 def reference_kept(model, features):
-    """Independent grouping: LLaVA-1.5 one graph; OneVision base / grid / newlines found by value."""
-    if model.config.model_type == "llava":
+    """Independent grouping: LLaVA-1.5 and Mistral 3 one graph; OneVision base / grid / newlines by value."""
+    if model.config.model_type in ("llava", "mistral3"):
         return select_tokens(features, 0.3)
     newline = (features == model.model.image_newline).all(-1)
     base = torch.arange(16)
@@ -99,8 +104,8 @@ def test_kept_count_is_a_pure_function_of_size_and_keep(tiny, keep):
         tiny.model(**batch)
         report = gprune.last_report(tiny.model)
     for r, (w, h) in zip(report.images, SIZES, strict=True):
-        assert r.tokens_after == gprune.kept_tokens(tiny.model, (h, w), keep)
-        assert r.tokens_before == gprune.image_layout(tiny.model.config, (h, w)).length
+        assert r.tokens_after == gprune.kept_tokens(tiny.model, (h, w), keep, **layout_kwargs(tiny))
+        assert r.tokens_before == gprune.image_layout(tiny.model.config, (h, w), **layout_kwargs(tiny)).length
     placeholders = (batch["input_ids"] == tiny.model.config.image_token_id).sum(1)
     assert [r.tokens_before for r in report.images] == placeholders.tolist()
 

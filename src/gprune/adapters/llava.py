@@ -1,4 +1,5 @@
-"""Adapters for LLaVA-1.5 (`llava`), LLaVA-NeXT (`llava_next`) and LLaVA-OneVision (`llava_onevision`).
+"""Adapters for LLaVA-1.5 (`llava`), LLaVA-NeXT (`llava_next`), LLaVA-OneVision (`llava_onevision`)
+and the LLaVA-derived Mistral 3 (`mistral3`).
 
 All three scatter projected vision features into ``<image>`` placeholders of a 1-D RoPE language
 model, so the pipeline's default positions apply. They differ in how one image is packed:
@@ -9,6 +10,9 @@ model, so the pipeline's default positions apply. They differ in how one image i
   G-Prune code does (`gprune.layouts.llava_next_layout`).
 - LLaVA-OneVision: the same packing with a SigLIP base view (27x27 = 729) and the ``anyres_max_9`` rule
   that shrinks large grids; in a multi-image prompt each image is a single tile plus one newline.
+
+- Mistral 3: a Pixtral tower at the image's own aspect ratio, 2x2 patch merge; the row breaks and the
+  end marker are text tokens (``[IMG_BREAK]`` / ``[IMG_END]``), so an image's ``[IMG]`` tokens are one graph.
 
 The grid shape is computed from the config and image size with transformers' own helpers, so the
 kept count is known before any features exist; `encode_images` checks it against the real features.
@@ -48,7 +52,7 @@ def _encoder_options(inputs: Mapping[str, Any], names: Sequence[str]) -> dict[st
     return {k: inputs[k] for k in names if inputs.get(k) is not None}
 
 
-class _LlavaFamilyAdapter(ModelAdapter):
+class LlavaStyleAdapter(ModelAdapter):
     """Shared by the family: kept features go back as pre-encoded image outputs (``mm_encoder_outputs``)."""
 
     def model_kwargs(self, encoded: EncodedImages, kept: Sequence[Tensor]) -> dict[str, Any]:
@@ -73,7 +77,7 @@ def _checked(features: Sequence[Tensor], layouts: Sequence[TokenLayout], family:
 
 
 @register_adapter
-class LlavaAdapter(_LlavaFamilyAdapter):
+class LlavaAdapter(LlavaStyleAdapter):
     """LLaVA-1.5: every image is one view of (image_size / patch_size)^2 tokens, scored as one graph."""
 
     model_types = ("llava",)
@@ -111,7 +115,7 @@ def _anyres_grid(model_config: Any, image_size: tuple[int, int], max_patches: in
 
 
 @register_adapter
-class LlavaNextAdapter(_LlavaFamilyAdapter):
+class LlavaNextAdapter(LlavaStyleAdapter):
     """LLaVA-NeXT: base view and high-res grid scored separately, newline tokens always kept."""
 
     model_types = ("llava_next",)
@@ -135,7 +139,7 @@ class LlavaNextAdapter(_LlavaFamilyAdapter):
 
 
 @register_adapter
-class LlavaOnevisionAdapter(_LlavaFamilyAdapter):
+class LlavaOnevisionAdapter(LlavaStyleAdapter):
     """LLaVA-OneVision images: LLaVA-NeXT grouping with ``anyres_max_N`` grids.
 
     Videos are not pruned: in a call with images, video frames are encoded here and handed back whole
@@ -192,3 +196,38 @@ class LlavaOnevisionAdapter(_LlavaFamilyAdapter):
         if "video" in encoded.extra:
             kwargs["mm_encoder_outputs"]["video"] = encoded.extra["video"]
         return kwargs
+
+
+@register_adapter
+class Mistral3Adapter(LlavaStyleAdapter):
+    """Mistral 3 (Mistral-Small-3.1 vision): each image's merged Pixtral patches, scored as one graph."""
+
+    model_types = ("mistral3",)
+    image_input_keys = ("pixel_values", "image_sizes", "vision_feature_layer")
+
+    @classmethod
+    def image_layout(
+        cls, model_config: Any, image_size: tuple[int, int], *, longest_edge: int = 1540, **kwargs: Any
+    ) -> TokenLayout:
+        """`longest_edge`: the processor's ``size["longest_edge"]`` (1540 on Mistral-Small-3.1)."""
+        import numpy as np
+        from transformers.models.pixtral.image_processing_pil_pixtral import get_resize_output_image_size
+
+        height, width = _image_size(image_size)
+        step = int(model_config.vision_config.patch_size) * int(model_config.spatial_merge_size)
+        pixels = np.broadcast_to(np.zeros((), dtype=np.uint8), (height, width, 3))  # shape only, no memory
+        rows, cols = get_resize_output_image_size(
+            pixels, size=(longest_edge, longest_edge), patch_size=(step, step), input_data_format="channels_last"
+        )
+        return single_group_layout((rows // step) * (cols // step))
+
+    def encode_images(self, inputs: Mapping[str, Any]) -> EncodedImages:
+        image_sizes = inputs.get("image_sizes")
+        if image_sizes is None:
+            raise ValueError("Mistral 3 needs image_sizes next to pixel_values (the processor returns both)")
+        out = self.model.get_image_features(
+            pixel_values=inputs["pixel_values"],
+            image_sizes=image_sizes,
+            **_encoder_options(inputs, ("vision_feature_layer",)),
+        )
+        return EncodedImages([ImageTokens(f, single_group_layout(f.shape[0])) for f in out.pooler_output])

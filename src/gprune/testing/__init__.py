@@ -4,13 +4,24 @@ Nothing here downloads anything: tokenizers are built with `tokenizers`, models 
 configs with random weights. Use them to check wiring and semantics, never quality.
 """
 
+from gprune.testing.gemma3 import tiny_gemma3
 from gprune.testing.llava import (
     TinyModel,
     build_tokenizer,
     tiny_llava,
     tiny_llava_next,
     tiny_llava_onevision,
+    tiny_mistral3,
     tiny_model,
 )
 
-__all__ = ["TinyModel", "build_tokenizer", "tiny_llava", "tiny_llava_next", "tiny_llava_onevision", "tiny_model"]
+__all__ = [
+    "TinyModel",
+    "build_tokenizer",
+    "tiny_gemma3",
+    "tiny_llava",
+    "tiny_llava_next",
+    "tiny_llava_onevision",
+    "tiny_mistral3",
+    "tiny_model",
+]

@@ -219,6 +219,85 @@ def tiny_llava_onevision(
     return TinyModel(_finish(model, tokenizer, dtype), processor)
 
 
+class TinyPixtralProcessor:
+    """Mistral 3's processing without `PixtralProcessor` (which needs torchvision): the real Pixtral image
+    processor, then each ``[IMG]`` expanded to rows of ``[IMG]`` tokens ending in ``[IMG_BREAK]``, the last
+    one ``[IMG_END]``, exactly as `PixtralProcessor.replace_image_token` does."""
+
+    image_token, image_break_token, image_end_token = "[IMG]", "[IMG_BREAK]", "[IMG_END]"
+
+    def __init__(self, image_processor: Any, tokenizer: PreTrainedTokenizerFast, patch_size: int, merge: int) -> None:
+        self.image_processor, self.tokenizer = image_processor, tokenizer
+        self.step = patch_size * merge
+        self.chat_template = None
+
+    def __call__(self, images: Any = None, text: Any = None, **kwargs: Any) -> Any:
+        from transformers import BatchFeature
+
+        return_tensors = kwargs.pop("return_tensors", "pt")
+        text = [text] if isinstance(text, str) else list(text)
+        data: dict[str, Any] = {}
+        if images:
+            flat = [img for group in images for img in (group if isinstance(group, list | tuple) else [group])]
+            step = {"height": self.step, "width": self.step}
+            data = dict(self.image_processor(flat, patch_size=step, return_tensors=return_tensors))
+            sizes = iter(data["image_sizes"].tolist())
+            expanded = []
+            for prompt in text:
+                parts = prompt.split(self.image_token)
+                out = parts[0]
+                for part in parts[1:]:
+                    height, width = next(sizes)
+                    row = self.image_token * (width // self.step) + self.image_break_token
+                    block = row * (height // self.step)
+                    out += block[: -len(self.image_break_token)] + self.image_end_token + part
+                expanded.append(out)
+            text = expanded
+        data.update(self.tokenizer(text, return_tensors=return_tensors, **kwargs))
+        return BatchFeature(data, tensor_type=return_tensors)
+
+    def decode(self, *args: Any, **kwargs: Any) -> str:
+        return self.tokenizer.decode(*args, **kwargs)
+
+    def batch_decode(self, *args: Any, **kwargs: Any) -> list[str]:
+        return self.tokenizer.batch_decode(*args, **kwargs)
+
+
+def tiny_mistral3(
+    *, seed: int = 0, hidden: int = 64, layers: int = 2, dtype: torch.dtype = torch.float32, longest_edge: int = 64
+) -> TinyModel:
+    """Mistral 3: a Pixtral tower at the image's aspect ratio (8 px patches, 2x2 merge: 16 px per token),
+    images resized to at most `longest_edge` pixels; a Mistral text model."""
+    from transformers import Mistral3Config, Mistral3ForConditionalGeneration
+    from transformers.models.pixtral.image_processing_pil_pixtral import PixtralImageProcessorPil
+
+    marks = (TinyPixtralProcessor.image_token, TinyPixtralProcessor.image_break_token, "[IMG_END]")
+    tokenizer = build_tokenizer(extra_special_tokens=marks)
+    text = {**_text_config(len(tokenizer), hidden, layers), "model_type": "mistral", "sliding_window": None}
+    config = Mistral3Config(
+        vision_config={
+            "model_type": "pixtral",
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "head_dim": 16,
+            "image_size": 256,
+            "patch_size": PATCH,
+        },
+        text_config=text,
+        image_token_index=tokenizer.convert_tokens_to_ids(marks[0]),
+        spatial_merge_size=2,
+        vision_feature_layer=-1,
+        multimodal_projector_bias=False,
+    )
+    torch.manual_seed(seed)
+    model = Mistral3ForConditionalGeneration(config)
+    image_processor = PixtralImageProcessorPil(size={"longest_edge": longest_edge})
+    processor = TinyPixtralProcessor(image_processor, tokenizer, PATCH, 2)
+    return TinyModel(_finish(model, tokenizer, dtype), processor, image_token=marks[0])
+
+
 def _image_only_onevision_processor(base: type) -> type:
     """The OneVision processor without its video processor (which needs torchvision, absent here)."""
 
@@ -229,11 +308,16 @@ def _image_only_onevision_processor(base: type) -> type:
     return LlavaOnevisionImageProcessorOnly
 
 
-_BUILDERS = {"llava": tiny_llava, "llava_next": tiny_llava_next, "llava_onevision": tiny_llava_onevision}
+_BUILDERS = {
+    "llava": tiny_llava,
+    "llava_next": tiny_llava_next,
+    "llava_onevision": tiny_llava_onevision,
+    "mistral3": tiny_mistral3,
+}
 
 
 def tiny_model(model_type: str, **kwargs: Any) -> TinyModel:
-    """A tiny model of `model_type` (``llava``, ``llava_next``, ``llava_onevision``)."""
+    """A tiny model of `model_type` (``llava``, ``llava_next``, ``llava_onevision``, ``mistral3``)."""
     try:
         return _BUILDERS[model_type](**kwargs)
     except KeyError:
