@@ -302,6 +302,25 @@ def test_instance_forward_set_by_accelerate_hooks_is_wrapped_and_restored():
     assert tiny.model.__dict__["forward"] is hooked
 
 
+def test_a_deep_copy_prunes_itself_not_the_original():
+    import copy
+
+    tiny = tiny_llava_next()
+    inputs = encode(tiny, [(60, 40)])
+    gprune.apply(tiny.model, gprune.GPruneConfig(keep=0.3))
+    want = tiny.model(**inputs).logits
+    clone = copy.deepcopy(tiny.model)
+    with torch.no_grad():
+        for p in clone.parameters():
+            p.mul_(1.5)
+    got = clone(**inputs).logits
+    assert not torch.allclose(got, want)  # the copy's own weights ran
+    assert gprune.last_report(clone) is not gprune.last_report(tiny.model)
+    gprune.remove(clone)
+    assert "forward" not in clone.__dict__ and gprune.is_pruned(tiny.model)
+    assert torch.equal(tiny.model(**inputs).logits, want)
+
+
 def test_placeholder_mismatch_is_a_clear_error(tiny):
     inputs = encode(tiny, [(60, 40)])
     ids = inputs["input_ids"]

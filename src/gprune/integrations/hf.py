@@ -25,11 +25,11 @@ What callers see:
 
 from __future__ import annotations
 
-import functools
 import inspect
+import types
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -44,7 +44,19 @@ from gprune.validation import Keep
 
 STATE_ATTRIBUTE = "_gprune_state"
 _WRAPPED = ("forward", "generate")
-_MISSING = object()
+
+
+class _Missing:
+    """Marks a method the instance did not override; one object, also across `copy.deepcopy`."""
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Missing:
+        return self
+
+    def __reduce__(self) -> str:
+        return "_MISSING"
+
+
+_MISSING = _Missing()
 # What the pipeline replaces in a call (besides the adapter's image inputs and per-token tensors).
 _REPLACED = ("input_ids", "attention_mask", "position_ids")
 
@@ -56,7 +68,11 @@ class _State:
     saved: dict[str, Any]
     last_report: PruneReport | None = None
     passthrough: int = 0
-    original: dict[str, Any] = field(default_factory=dict)
+
+    def original(self, model: Any, name: str) -> Any:
+        """The method `apply` found on the instance (an accelerate hook's) or the class's, bound to `model`."""
+        saved = self.saved[name]
+        return getattr(type(model), name).__get__(model, type(model)) if saved is _MISSING else saved
 
 
 def _state(model: Any) -> _State | None:
@@ -88,11 +104,11 @@ def apply(model: torch.nn.Module, config: GPruneConfig | None = None) -> torch.n
             f"{type(model).__name__} has no generate(); apply gprune to the *ForConditionalGeneration model"
         )
     saved = {name: model.__dict__.get(name, _MISSING) for name in _WRAPPED}
-    state = _State(config=config, adapter=adapter, saved=saved)
-    state.original = {"forward": model.forward, "generate": model.generate}
-    model.__dict__[STATE_ATTRIBUTE] = state
-    model.__dict__["forward"] = _wrap_forward(model, state)
-    model.__dict__["generate"] = _wrap_generate(model, state)
+    model.__dict__[STATE_ATTRIBUTE] = _State(config=config, adapter=adapter, saved=saved)
+    # Bound methods whose functions hold no reference to the model: `copy.deepcopy` rebinds them to the
+    # copy (with a copy of the state), so a copied model prunes itself, not the original.
+    model.__dict__["forward"] = types.MethodType(_pruned_forward(model), model)
+    model.__dict__["generate"] = types.MethodType(_pruned_generate(model), model)
     return model
 
 
@@ -189,12 +205,23 @@ def _with_mask(kwargs: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
-def _wrap_forward(model: torch.nn.Module, state: _State) -> Any:
-    original = state.original["forward"]
+def _with_signature(fn: Any, model: torch.nn.Module, name: str) -> Any:
+    """Give `fn` the signature of the method it replaces (``generate`` inspects ``forward``'s parameters)."""
+    original = getattr(model, name)
+    bound = inspect.signature(original)
+    self_param = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    fn.__signature__ = bound.replace(parameters=[self_param, *bound.parameters.values()])
+    fn.__doc__ = getattr(original, "__doc__", None)
+    fn.__name__ = fn.__qualname__ = name
+    return fn
+
+
+def _pruned_forward(model: torch.nn.Module) -> Any:
     names = [p for p in inspect.signature(type(model).forward).parameters if p != "self"]
 
-    @functools.wraps(original)
-    def forward(*args: Any, **kwargs: Any) -> Any:
+    def forward(self: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        state: _State = self.__dict__[STATE_ATTRIBUTE]
+        original = state.original(self, "forward")
         if state.passthrough:
             return original(*args, **_with_mask(kwargs))
         call = _merge_args(names, args, kwargs)
@@ -211,11 +238,11 @@ def _wrap_forward(model: torch.nn.Module, state: _State) -> Any:
         if isinstance(logits, Tensor) and logits.shape[:2] == pruned_call.sequences.source_index.shape:
             out.logits = restore_layout(logits, pruned_call.sequences)
         if labels is not None:
-            vocab_size = model.config.get_text_config().vocab_size
-            out.loss = model.loss_function(logits=out.logits, labels=labels, vocab_size=vocab_size)
+            vocab_size = self.config.get_text_config().vocab_size
+            out.loss = self.loss_function(logits=out.logits, labels=labels, vocab_size=vocab_size)
         return out.to_tuple() if return_dict is False else out
 
-    return forward
+    return _with_signature(forward, model, "forward")
 
 
 def _token_budget(kwargs: dict[str, Any], prompt_length: int, model: torch.nn.Module) -> None:
@@ -234,11 +261,10 @@ def _token_budget(kwargs: dict[str, Any], prompt_length: int, model: torch.nn.Mo
         kwargs["max_new_tokens"] = max(int(max_length) - prompt_length, 1)
 
 
-def _wrap_generate(model: torch.nn.Module, state: _State) -> Any:
-    original = state.original["generate"]
-
-    @functools.wraps(original)
-    def generate(inputs: Tensor | None = None, **kwargs: Any) -> Any:
+def _pruned_generate(model: torch.nn.Module) -> Any:
+    def generate(self: torch.nn.Module, inputs: Tensor | None = None, **kwargs: Any) -> Any:
+        state: _State = self.__dict__[STATE_ATTRIBUTE]
+        original = state.original(self, "generate")
         if state.passthrough:
             return original(inputs, **kwargs)
         adapter = state.adapter
@@ -255,7 +281,7 @@ def _wrap_generate(model: torch.nn.Module, state: _State) -> Any:
         input_ids: Tensor = kwargs["input_ids"]
         pruned_call = prune_call(adapter, kwargs, state.config, for_generate=True)
         rest = _rest(kwargs, adapter)
-        _token_budget(rest, input_ids.shape[1], model)
+        _token_budget(rest, input_ids.shape[1], self)
         state.passthrough += 1
         try:
             out = original(**rest, **pruned_call.model_kwargs)
@@ -272,4 +298,4 @@ def _wrap_generate(model: torch.nn.Module, state: _State) -> Any:
         out.sequences = full
         return out
 
-    return generate
+    return _with_signature(generate, model, "generate")
