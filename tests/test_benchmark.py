@@ -6,7 +6,14 @@ import pytest
 import torch
 from transformers import LlamaConfig
 
-from gprune.benchmark import check_targets, format_end_to_end, format_markdown, run_benchmark, run_end_to_end
+from gprune.benchmark import (
+    MachineLoad,
+    check_targets,
+    format_end_to_end,
+    format_markdown,
+    run_benchmark,
+    run_end_to_end,
+)
 from gprune.checkpoints import image_tokens, load_checkpoint
 from gprune.cli import main
 from gprune.flops import kv_cache_bytes, llm_prefill_flops
@@ -33,6 +40,7 @@ def result():
         repeats=2,
         warmup=1,
         decode_tokens=2,
+        quiet_gate=False,
         log=lambda _: None,
     )
 
@@ -76,7 +84,14 @@ def test_bench_cli_rejects_bad_input(capsys):
 
 def test_end_to_end_runs_generate_through_gprune_pruned():
     result = run_end_to_end(
-        llm=TINY, image_size=(336, 336), prompt_tokens=20, keeps=(0.33,), repeats=1, warmup=0, log=lambda _: None
+        llm=TINY,
+        image_size=(336, 336),
+        prompt_tokens=20,
+        keeps=(0.33,),
+        repeats=1,
+        warmup=0,
+        quiet_gate=False,
+        log=lambda _: None,
     )
     layout = image_tokens(load_checkpoint("llava-v1.6-vicuna-7b"), 336, 336).layout
     unpruned, pruned = result["rows"]
@@ -85,3 +100,12 @@ def test_end_to_end_runs_generate_through_gprune_pruned():
     assert unpruned["selector_s"] is None and pruned["selector_s"] > 0
     assert pruned["predicted_speedup_full"] > 1
     assert format_end_to_end(result).count("\n") == 3
+
+
+def test_machine_load_reads_proc_and_never_reports_negative_use():
+    load = MachineLoad(max_wait=0.0)
+    mark = load.snapshot()
+    sum(i * i for i in range(200_000))  # this process's own work is not counted as others'
+    assert load.others_since(mark) >= 0.0
+    load.wait_quiet(window=0.01)  # max_wait 0: returns at once
+    assert load.waited < 1.0
