@@ -27,7 +27,8 @@ class GPruneConfig:
     temperature: softmax temperature tau > 0 of the transition matrix.
     iterations: propagation steps T >= 1.
     positions: "original" keeps each kept token's unpruned RoPE position (the released code);
-        "compact" renumbers positions contiguously.
+        "compact" renumbers positions contiguously (for mRoPE models: each position value becomes its rank
+        among the values kept tokens still use, which closes gaps but keeps an image's row/column order).
     method: registered selector name ("gprune" or a baseline).
     method_params: extra keyword arguments for a baseline method (e.g. {"seed": 0}).
     """
