@@ -158,6 +158,20 @@ def test_default_generation_length_is_unchanged(tiny):
     assert got.shape == want.shape
 
 
+def test_generate_encodes_images_without_autograd_but_forward_with(tiny):
+    grad_enabled = []
+    hook = tiny.model.model.vision_tower.register_forward_hook(lambda *_: grad_enabled.append(torch.is_grad_enabled()))
+    inputs = encode(tiny, [(60, 40)])
+    try:
+        with gprune.pruned(tiny.model, gprune.GPruneConfig(keep=0.3)):
+            greedy(tiny.model, inputs)
+            logits = tiny.model(**inputs).logits
+    finally:
+        hook.remove()
+    assert grad_enabled == [False, True]  # generate keeps no graph; training through forward still works
+    assert logits.requires_grad
+
+
 def test_generate_first_token_matches_pruned_forward(tiny):
     inputs = encode(tiny, [(60, 40)])
     with gprune.pruned(tiny.model, gprune.GPruneConfig(keep=0.3)):

@@ -279,7 +279,8 @@ def _pruned_generate(model: torch.nn.Module) -> Any:
                 "gprune prunes calls made with input_ids; inputs_embeds with pixel values are not supported"
             )
         input_ids: Tensor = kwargs["input_ids"]
-        pruned_call = prune_call(adapter, kwargs, state.config, for_generate=True)
+        with torch.no_grad():  # as generate itself: no autograd graph kept for the vision features
+            pruned_call = prune_call(adapter, kwargs, state.config, for_generate=True)
         rest = _rest(kwargs, adapter)
         _token_budget(rest, input_ids.shape[1], self)
         state.passthrough += 1
