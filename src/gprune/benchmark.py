@@ -4,8 +4,8 @@ What pruning changes is the length of the sequence the LLM prefills, so the benc
 on sequences of each pruned length (``inputs_embeds``: text embeddings around the kept visual
 features) and times the selector on the same features in the LLaVA-NeXT layout. Each setting is
 measured after warm-up, repeatedly, in round-robin order (so background load spreads over all
-settings alike), and reported as median and spread. `benchmarks/latency.py` and ``gprune bench``
-both run `main`.
+settings alike), and reported as median and interquartile spread (min, max and every sample are in
+the JSON). `benchmarks/latency.py` and ``gprune bench`` both run `main`.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def _llm_config(llm: str | PretrainedConfig) -> PretrainedConfig:
 
 @dataclass
 class Timing:
-    """Seconds per repeat; summarised as median and min-max spread."""
+    """Seconds per repeat; summarised as median and interquartile spread (min and max kept too)."""
 
     samples: list[float] = field(default_factory=list)
 
@@ -68,13 +68,29 @@ class Timing:
     def median(self) -> float:
         return statistics.median(self.samples) if self.samples else float("nan")
 
+    def quartiles(self) -> tuple[float, float]:
+        if len(self.samples) < 2:
+            return self.median, self.median
+        q1, _, q3 = statistics.quantiles(self.samples, n=4, method="inclusive")
+        return q1, q3
+
     @property
     def spread(self) -> float:
-        """(max - min) / median: how much repeats disagree."""
-        return (max(self.samples) - min(self.samples)) / self.median if self.samples else float("nan")
+        """Interquartile range / median: how much typical repeats disagree (one disturbed repeat barely moves it)."""
+        q1, q3 = self.quartiles()
+        return (q3 - q1) / self.median if self.samples else float("nan")
 
     def summary(self) -> dict[str, Any]:
-        return {"median": self.median, "min": min(self.samples), "max": max(self.samples), "n": len(self.samples)}
+        q1, q3 = self.quartiles()
+        return {
+            "median": self.median,
+            "q1": q1,
+            "q3": q3,
+            "min": min(self.samples),
+            "max": max(self.samples),
+            "n": len(self.samples),
+            "samples": list(self.samples),
+        }
 
 
 @dataclass
@@ -509,7 +525,7 @@ def run_end_to_end(
 
 def format_end_to_end(result: dict[str, Any]) -> str:
     lines = [
-        "| keep | visual | TTFT s (median, spread) | speed-up measured | predicted (vision+projector+LLM, full) "
+        "| keep | visual | TTFT s (median ± IQR/2) | speed-up measured | predicted (vision+projector+LLM, full) "
         "| measured / predicted | selector ms (share of TTFT) | others' CPU |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -549,7 +565,7 @@ def _machine(dev: torch.device) -> dict[str, Any]:
 def format_markdown(result: dict[str, Any]) -> str:
     """The headline table: prefill, speed-ups (measured vs FLOPs-predicted), selector, decode, memory."""
     lines = [
-        "| keep | visual | seq | prefill s (median, spread) | speed-up measured | predicted full / causal "
+        "| keep | visual | seq | prefill s (median ± IQR/2) | speed-up measured | predicted full / causal "
         "| measured / predicted full | selector ms (share of prefill) | decode tok/s | peak MiB | KV MiB "
         "| others' CPU |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
