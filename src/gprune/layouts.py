@@ -70,6 +70,24 @@ def llava_next_layout(base_tokens: int, grid_rows: int, grid_cols: int) -> Token
     return TokenLayout(base_tokens + grid_rows * (grid_cols + 1), (base, grid), newlines)
 
 
+def tiled_layout(tokens_per_view: int, tiles: int) -> TokenLayout:
+    """Tiles followed by one global view (Idefics3 / SmolVLM, InternVL), each view `tokens_per_view` tokens.
+
+    The tiles together are one graph and the global view another (as LLaVA-NeXT's grid and base view);
+    ``tiles == 0`` is an image seen as the global view alone: one graph.
+    """
+    for name, value in (("tokens_per_view", tokens_per_view), ("tiles", tiles)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+    if tokens_per_view < 1:
+        raise ValueError(f"tokens_per_view must be >= 1, got {tokens_per_view}")
+    if tiles == 0:
+        return single_group_layout(tokens_per_view)
+    split = tiles * tokens_per_view
+    groups = (torch.arange(split), torch.arange(split, split + tokens_per_view))
+    return TokenLayout(split + tokens_per_view, groups, torch.empty(0, dtype=torch.long))
+
+
 def group_keep_counts(layout: TokenLayout, keep: Keep) -> list[int]:
     """Tokens kept in each group.
 

@@ -19,6 +19,7 @@ _ADAPTER_MODULES: tuple[str, ...] = (
     "gprune.adapters.llava",
     "gprune.adapters.gemma3",
     "gprune.adapters.qwen_vl",
+    "gprune.adapters.idefics3",
 )
 _loaded = False
 
