@@ -20,6 +20,7 @@ _ADAPTER_MODULES: tuple[str, ...] = (
     "gprune.adapters.gemma3",
     "gprune.adapters.qwen_vl",
     "gprune.adapters.idefics3",
+    "gprune.adapters.internvl",
 )
 _loaded = False
 

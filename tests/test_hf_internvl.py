@@ -1,0 +1,108 @@
+"""InternVL through `gprune.apply`: tiles and thumbnail per image, kept features as a (tokens, 1, D) tensor."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+import gprune
+from gprune.core import select_tokens
+from gprune.testing.internvl import MAX_PATCHES, VIEW_TOKENS, tiny_internvl
+
+PHOTO = Image.open(gprune.__path__[0] + "/assets/coffee.jpg").convert("RGB")
+SIZES = [(40, 70), (60, 40), (96, 30)]  # (width, height): 2 tiles + thumbnail, 1 view, 3 tiles + thumbnail
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_internvl()
+
+
+def encode(tiny, sizes_per_prompt, questions, padding_side="left"):
+    tiny.processor.tokenizer.padding_side = padding_side
+    images = [PHOTO.resize(s) for sizes in sizes_per_prompt for s in sizes]
+    text = [tiny.prompt(q, images=len(s)) for q, s in zip(questions, sizes_per_prompt, strict=True)]
+    return tiny.processor(images=images, text=text, return_tensors="pt", padding=True)
+
+
+def greedy(model, inputs, **kwargs):
+    return model.generate(**inputs, max_new_tokens=4, do_sample=False, **kwargs)
+
+
+def test_keep_one_is_the_identity(tiny):
+    inputs = encode(tiny, [SIZES[:1], SIZES[1:]], ["What?", "Compare the two."])
+    want_logits = tiny.model(**inputs).logits
+    want = greedy(tiny.model, inputs, num_beams=2)
+    with gprune.pruned(tiny.model, gprune.GPruneConfig(keep=1.0)):
+        assert torch.equal(tiny.model(**inputs).logits, want_logits)
+        assert torch.equal(greedy(tiny.model, inputs, num_beams=2), want)
+
+
+def test_pruned_forward_matches_hand_built_sequence(tiny):
+    inputs = encode(tiny, [SIZES[:1]], ["What is on the table?"])
+    model = tiny.model
+    # the view count from the image processor itself, independently of the adapter's run parsing
+    views = tiny.processor.image_processor([PHOTO.resize(SIZES[0])], crop_to_patches=True)["num_patches"][0]
+    assert views == 3
+    features = model.get_image_features(pixel_values=inputs["pixel_values"]).pooler_output
+    tiles, thumbnail = features[: views - 1].reshape(-1, features.shape[-1]), features[views - 1]
+    kept = torch.cat([select_tokens(tiles, 0.3), tiles.shape[0] + select_tokens(thumbnail, 0.3)])
+    ids = inputs["input_ids"][0]
+    cols = torch.nonzero(ids == model.config.image_token_id).squeeze(1)
+    keep_cols = torch.ones_like(ids, dtype=torch.bool)
+    keep_cols[cols] = False
+    keep_cols[cols[kept]] = True
+    embeds = model.get_input_embeddings()(ids)
+    embeds[cols] = features.reshape(-1, features.shape[-1])
+    hidden = model.model.language_model(
+        inputs_embeds=embeds[keep_cols][None],
+        position_ids=torch.arange(ids.numel())[keep_cols][None],
+        attention_mask=torch.ones(1, int(keep_cols.sum())),
+    ).last_hidden_state
+    with gprune.pruned(model, gprune.GPruneConfig(keep=0.3)):
+        logits = model(**inputs).logits
+        report = gprune.last_report(model)
+    torch.testing.assert_close(logits[0, keep_cols], model.lm_head(hidden)[0], rtol=1e-5, atol=1e-5)
+    assert torch.equal(report.images[0].kept_indices, kept)
+
+
+@pytest.mark.parametrize("padding_side", ["left", "right"])
+def test_batch_of_different_images_equals_per_sample(tiny, padding_side):
+    prompts = [[SIZES[0]], [SIZES[1], SIZES[2]]]  # rows keep different numbers of tokens
+    questions = ["What?", "Are these two the same picture?"]
+    batch = encode(tiny, prompts, questions, padding_side)
+    with gprune.pruned(tiny.model, gprune.GPruneConfig(keep=0.3)):
+        logits = tiny.model(**batch).logits
+        out = greedy(tiny.model, batch, num_beams=2) if padding_side == "left" else None
+        for i in range(2):
+            single = encode(tiny, prompts[i : i + 1], questions[i : i + 1])
+            valid = batch["attention_mask"][i].bool()
+            torch.testing.assert_close(logits[i, valid], tiny.model(**single).logits[0], rtol=1e-4, atol=1e-4)
+            if out is not None:
+                assert torch.equal(out[i, -4:], greedy(tiny.model, single, num_beams=2)[0, -4:])
+    if out is not None:  # the original prompt plus the new tokens
+        assert out.shape[1] == batch["input_ids"].shape[1] + 4
+        assert torch.equal(out[:, : batch["input_ids"].shape[1]], batch["input_ids"])
+
+
+@pytest.mark.parametrize("keep", [0.3, 20])
+def test_kept_count_is_a_pure_function_of_size_and_keep(tiny, keep):
+    sizes = [(40, 70), (60, 40), (96, 30), (200, 20)]
+    batch = encode(tiny, [sizes[:2], sizes[2:]], ["A?", "B?"])
+    with gprune.pruned(tiny.model, gprune.GPruneConfig(keep=keep)):
+        tiny.model(**batch)
+        report = gprune.last_report(tiny.model)
+    for r, (w, h) in zip(report.images, sizes, strict=True):
+        assert r.tokens_after == gprune.kept_tokens(tiny.model, (h, w), keep, max_patches=MAX_PATCHES)
+        assert r.tokens_before == gprune.image_layout(tiny.model.config, (h, w), max_patches=MAX_PATCHES).length
+    assert [r.tokens_before for r in report.images] == [3 * VIEW_TOKENS, VIEW_TOKENS, 4 * VIEW_TOKENS, 5 * VIEW_TOKENS]
+    assert [r.batch_index for r in report.images] == [0, 0, 1, 1]
+
+
+def test_malformed_image_tokens_get_a_clear_error(tiny):
+    inputs = encode(tiny, [SIZES[:1]], ["What?"])
+    ids = inputs["input_ids"].clone()
+    ids[0, torch.nonzero(ids[0] == tiny.model.config.image_token_id)[-1]] = 100  # one token short
+    with gprune.pruned(tiny.model, gprune.GPruneConfig(keep=0.3)), pytest.raises(ValueError, match="whole views"):
+        tiny.model(**{**inputs, "input_ids": ids})
