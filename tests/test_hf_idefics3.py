@@ -40,7 +40,8 @@ def test_keep_one_is_the_identity(tiny):
         assert torch.equal(greedy(tiny.model, inputs, num_beams=2), want)
 
 
-def test_pruned_forward_matches_hand_built_sequence(tiny):
+@pytest.mark.parametrize("positions", ["original", "compact"])
+def test_pruned_forward_matches_hand_built_sequence(tiny, positions):
     inputs = encode(tiny, [SIZES[:1]], ["What is on the table?"])
     model = tiny.model
     # the tile count from the image processor itself, independently of the adapter's marker parsing
@@ -58,13 +59,14 @@ def test_pruned_forward_matches_hand_built_sequence(tiny):
     keep_cols[cols] = False
     keep_cols[cols[kept]] = True
     embeds = model.get_input_embeddings()(ids)
+    n = int(keep_cols.sum())
     embeds[cols] = features
     hidden = model.model.text_model(
         inputs_embeds=embeds[keep_cols][None],
-        position_ids=torch.arange(ids.numel())[keep_cols][None],
-        attention_mask=torch.ones(1, int(keep_cols.sum())),
+        position_ids=(torch.arange(ids.numel())[keep_cols] if positions == "original" else torch.arange(n))[None],
+        attention_mask=torch.ones(1, n),
     ).last_hidden_state
-    with gprune.pruned(model, gprune.GPruneConfig(keep=0.3)):
+    with gprune.pruned(model, gprune.GPruneConfig(keep=0.3, positions=positions)):
         logits = model(**inputs).logits
         report = gprune.last_report(model)
     torch.testing.assert_close(logits[0, keep_cols], model.lm_head(hidden)[0], rtol=1e-5, atol=1e-5)
@@ -127,3 +129,16 @@ def test_tiled_layout_groups_tiles_and_global_view():
     assert [g.tolist() for g in tiled_layout(4, 0).groups] == [[0, 1, 2, 3]]
     with pytest.raises(ValueError, match="tiles"):
         tiled_layout(4, -1)
+
+
+def test_prompt_without_images_in_a_batch_is_untouched(tiny):
+    text_only = "User: just text<end_of_utterance>\nAssistant:"
+    tiny.processor.tokenizer.padding_side = "left"
+    batch = tiny.processor(
+        images=[[PHOTO.resize(SIZES[0])], []], text=[tiny.prompt("What?"), text_only], return_tensors="pt", padding=True
+    )
+    single = tiny.processor(text=[text_only], return_tensors="pt")
+    with gprune.pruned(tiny.model, gprune.GPruneConfig(keep=0.3)):
+        out = greedy(tiny.model, batch)
+        assert [r.batch_index for r in gprune.last_report(tiny.model).images] == [0]
+    assert torch.equal(out[1, -4:], greedy(tiny.model, single)[0, -4:])

@@ -39,7 +39,8 @@ def test_keep_one_is_the_identity(tiny):
         assert torch.equal(greedy(tiny.model, inputs, num_beams=2), want)
 
 
-def test_pruned_forward_matches_hand_built_sequence(tiny):
+@pytest.mark.parametrize("positions", ["original", "compact"])
+def test_pruned_forward_matches_hand_built_sequence(tiny, positions):
     inputs = encode(tiny, [SIZES[:1]], ["What is on the table?"])
     model = tiny.model
     # the view count from the image processor itself, independently of the adapter's run parsing
@@ -54,13 +55,14 @@ def test_pruned_forward_matches_hand_built_sequence(tiny):
     keep_cols[cols] = False
     keep_cols[cols[kept]] = True
     embeds = model.get_input_embeddings()(ids)
+    n = int(keep_cols.sum())
     embeds[cols] = features.reshape(-1, features.shape[-1])
     hidden = model.model.language_model(
         inputs_embeds=embeds[keep_cols][None],
-        position_ids=torch.arange(ids.numel())[keep_cols][None],
-        attention_mask=torch.ones(1, int(keep_cols.sum())),
+        position_ids=(torch.arange(ids.numel())[keep_cols] if positions == "original" else torch.arange(n))[None],
+        attention_mask=torch.ones(1, n),
     ).last_hidden_state
-    with gprune.pruned(model, gprune.GPruneConfig(keep=0.3)):
+    with gprune.pruned(model, gprune.GPruneConfig(keep=0.3, positions=positions)):
         logits = model(**inputs).logits
         report = gprune.last_report(model)
     torch.testing.assert_close(logits[0, keep_cols], model.lm_head(hidden)[0], rtol=1e-5, atol=1e-5)
@@ -106,3 +108,15 @@ def test_malformed_image_tokens_get_a_clear_error(tiny):
     ids[0, torch.nonzero(ids[0] == tiny.model.config.image_token_id)[-1]] = 100  # one token short
     with gprune.pruned(tiny.model, gprune.GPruneConfig(keep=0.3)), pytest.raises(ValueError, match="whole views"):
         tiny.model(**{**inputs, "input_ids": ids})
+
+
+def test_prompt_without_images_in_a_batch_is_untouched(tiny):
+    tiny.processor.tokenizer.padding_side = "left"
+    batch = tiny.processor(
+        images=[PHOTO.resize(SIZES[2])], text=[tiny.prompt("What?"), "just text"], return_tensors="pt", padding=True
+    )
+    single = tiny.processor(text=["just text"], return_tensors="pt")
+    with gprune.pruned(tiny.model, gprune.GPruneConfig(keep=0.3)):
+        out = greedy(tiny.model, batch, num_beams=2)
+        assert [r.batch_index for r in gprune.last_report(tiny.model).images] == [0]
+    assert torch.equal(out[1, -4:], greedy(tiny.model, single, num_beams=2)[0, -4:])

@@ -10,7 +10,9 @@ An adapter answers three questions about one model instance, and nothing else:
    placeholder tokens appear in ``input_ids`` read row by row (batch item 0 first, then left to right),
    which is the order ``masked_scatter`` consumes them. Image k occupies the next
    ``images[k].features.shape[0]`` placeholder tokens; the pipeline finds them, checks the counts and
-   raises a clear error on a mismatch. An adapter never indexes ``input_ids`` itself.
+   raises a clear error on a mismatch. An adapter never locates placeholders itself; where the
+   processor drops how an image is tiled (Idefics3 / SmolVLM, InternVL), it may read that from the
+   marker tokens or run lengths in ``input_ids``.
 
 2. **How are kept features handed back to the model?** `model_kwargs(encoded, kept)` receives, per image,
    the ascending kept indices into that image's packed tokens and returns the keyword arguments that

@@ -5,6 +5,8 @@ configs with random weights. Use them to check wiring and semantics, never quali
 """
 
 from gprune.testing.gemma3 import tiny_gemma3
+from gprune.testing.idefics3 import tiny_idefics3, tiny_smolvlm
+from gprune.testing.internvl import tiny_internvl
 from gprune.testing.llava import (
     TinyModel,
     build_tokenizer,
@@ -19,9 +21,12 @@ __all__ = [
     "TinyModel",
     "build_tokenizer",
     "tiny_gemma3",
+    "tiny_idefics3",
+    "tiny_internvl",
     "tiny_llava",
     "tiny_llava_next",
     "tiny_llava_onevision",
     "tiny_mistral3",
+    "tiny_smolvlm",
     "tiny_model",
 ]
