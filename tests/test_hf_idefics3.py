@@ -142,3 +142,24 @@ def test_prompt_without_images_in_a_batch_is_untouched(tiny):
         out = greedy(tiny.model, batch)
         assert [r.batch_index for r in gprune.last_report(tiny.model).images] == [0]
     assert torch.equal(out[1, -4:], greedy(tiny.model, single)[0, -4:])
+
+
+RELEASED_SIZES = [(400, 600), (600, 400), (364, 364), (365, 364), (100, 3000), (2000, 1100), (37, 2900)]  # (h, w)
+
+
+def test_layout_matches_the_image_processor_at_released_settings():
+    """Idefics3-8B (364 px tiles, 169 tokens, longest edge 1456) and SmolVLM-256M (512 px, 64, 2048)."""
+    from transformers import Idefics3Config, SmolVLMConfig
+    from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
+
+    released = [
+        (Idefics3Config(vision_config={"image_size": 364, "patch_size": 14}), 364, 1456, 169),
+        (SmolVLMConfig(vision_config={"image_size": 512, "patch_size": 16}, scale_factor=4), 512, 2048, 64),
+    ]
+    for config, tile, longest, view in released:
+        processor = Idefics3ImageProcessorPil(size={"longest_edge": longest}, max_image_size={"longest_edge": tile})
+        for h, w in RELEASED_SIZES:
+            out = processor([[Image.new("RGB", (w, h))]], return_row_col_info=True)
+            rows, cols = out["rows"][0][0], out["cols"][0][0]
+            want = (rows * cols + 1 if rows else 1) * view
+            assert gprune.image_layout(config, (h, w), longest_edge=longest).length == want, (config.model_type, h, w)

@@ -120,3 +120,15 @@ def test_prompt_without_images_in_a_batch_is_untouched(tiny):
         out = greedy(tiny.model, batch, num_beams=2)
         assert [r.batch_index for r in gprune.last_report(tiny.model).images] == [0]
     assert torch.equal(out[1, -4:], greedy(tiny.model, single, num_beams=2)[0, -4:])
+
+
+def test_layout_matches_the_image_processor_at_released_settings():
+    """InternVL3-hf: 448 px tiles of 256 tokens, 1 to 12 tiles, a thumbnail when there are several."""
+    from transformers import InternVLConfig
+    from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
+
+    config = InternVLConfig(vision_config={"image_size": 448, "patch_size": 14})
+    processor = GotOcr2ImageProcessorPil(size={"height": 448, "width": 448}, crop_to_patches=True, max_patches=12)
+    for h, w in [(400, 600), (600, 400), (448, 448), (100, 3000), (2000, 1100), (37, 2900), (900, 1800)]:
+        views = processor([Image.new("RGB", (w, h))])["num_patches"][0]
+        assert gprune.image_layout(config, (h, w)).length == views * 256, (h, w)
