@@ -61,6 +61,20 @@ def test_qwen_and_llava15_token_counts():
     assert image_tokens(qwen, 700, 700).grid_thw == (1, 50, 50)  # 700 rounds to 700 = 25 * 28
 
 
+def test_qwen2_vl_config_file(tmp_path, capsys):
+    qwen25 = json.loads((resources.files("gprune") / "configs" / "Qwen2.5-VL-7B.json").read_text())["config"]
+    config = {  # Qwen2-VL-7B-Instruct: the same decoder, a full-attention ViT with a GELU MLP
+        "model_type": "qwen2_vl",
+        "text_config": {**qwen25["text_config"], "model_type": "qwen2_vl_text"},
+        "vision_config": {"depth": 32, "embed_dim": 1280, "hidden_size": 3584, "mlp_ratio": 4, "num_heads": 16},
+    }
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    report = _run_json(capsys, "--config", str(path), "--image-size", "672x672", "--keep-tokens", "100")
+    assert [r["visual_tokens"] for r in report["rows"]] == [576, 100]
+    assert report["vision_flops"] > 0 and report["projector_flops"] > 0
+
+
 def test_cli_json_matches_the_library(capsys):
     report = _run_json(
         capsys, "llava-v1.6-vicuna-7b", "--image-size", "672x672", "--prompt-tokens", "64", "--keep-ratio", "0.33"

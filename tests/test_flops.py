@@ -21,6 +21,7 @@ from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import (
     Qwen2_5_VisionTransformerPretrainedModel,
     Qwen2_5_VLPatchMerger,
 )
+from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VisionTransformerPretrainedModel
 
 import gprune
 from gprune.checkpoints import load_checkpoint
@@ -182,6 +183,26 @@ def test_qwen25_vl_windowed_vit_matches_torch_counter():
     ours = vision_flops(config, grid_thw=grid) + merger - merger_biases
     vit_biases = 4 * grid[1] * grid[2] * (4 * 32 + 2 * 48 + 32)
     assert ours - vit_biases == counted
+
+
+def test_qwen2_vl_vit_matches_torch_counter():
+    # Full attention per frame, GELU MLP (embed_dim x mlp_ratio); a narrow tower, two frames.
+    config = AutoConfig.for_model(
+        "qwen2_vl",
+        vision_config={"depth": 2, "embed_dim": 32, "hidden_size": 64, "num_heads": 2, "mlp_ratio": 2},
+        text_config={"hidden_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1},
+    )
+    vision = config.vision_config
+    vision._attn_implementation = "eager"
+    grid = (2, 6, 8)
+    patches = grid[0] * grid[1] * grid[2]
+    model = Qwen2VisionTransformerPretrainedModel(vision).eval()
+    with torch.no_grad():
+        counted, _ = _counted(lambda: model(torch.randn(patches, 3 * 2 * 14 * 14), grid_thw=torch.tensor([grid])))
+    vit_biases = 2 * patches * (4 * 32 + 64 + 32)  # qkv + proj, fc1 + fc2, per layer
+    merger_biases = patches // 4 * (4 * 32 + 64)
+    ours = vision_flops(config, grid_thw=grid) + projector_flops(config, patches)
+    assert ours - vit_biases - merger_biases == counted
 
 
 def test_projectors_match_torch_counter():

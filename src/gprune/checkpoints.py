@@ -22,8 +22,8 @@ from gprune.errors import UserError
 from gprune.integrations.hf import image_layout
 from gprune.layouts import TokenLayout
 
-QWEN25_VL_PREPROCESSOR = {"min_pixels": 3136, "max_pixels": 12845056}
-SUPPORTED_MODEL_TYPES = ("llava", "llava_next", "qwen2_5_vl")
+QWEN_VL_PREPROCESSOR = {"min_pixels": 3136, "max_pixels": 12845056}  # Qwen2-VL / 2.5-VL 7B-Instruct
+SUPPORTED_MODEL_TYPES = ("llava", "llava_next", "qwen2_vl", "qwen2_5_vl")
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class ImageTokens:
     layout: the packed visual tokens that enter the LLM, grouped as the selector scores them.
     encoder_images: images the vision tower runs (LLaVA-NeXT: base view + one per tile).
     projector_tokens: tokens the projector maps (LLaVA: patches of every encoded image; Qwen: ViT patches).
-    grid_thw: Qwen2.5-VL patch grid (t, h, w); None for CLIP towers.
+    grid_thw: Qwen-VL patch grid (t, h, w); None for CLIP towers.
     description: how the count arises, for people.
     """
 
@@ -121,7 +121,7 @@ def image_tokens(checkpoint: Checkpoint, height: int, width: int) -> ImageTokens
         tiles = tiles_h * tiles_w
         return ImageTokens(layout, 1 + tiles, (1 + tiles) * base, None, text)
     vision = config.vision_config
-    pre = {**QWEN25_VL_PREPROCESSOR, **checkpoint.preprocessor}
+    pre = {**QWEN_VL_PREPROCESSOR, **checkpoint.preprocessor}
     size = pre.get("size") or {}  # newer preprocessor files: size = {shortest_edge, longest_edge} in pixels
     pixels = {
         "min_pixels": int(size.get("shortest_edge", pre["min_pixels"])),

@@ -183,27 +183,32 @@ def _clip_like_flops(vision: Any, num_images: int) -> int:
     return num_images * per_image
 
 
-def _qwen25_vl_flops(vision: Any, grid_thw: tuple[int, int, int], attention: str) -> int:
-    """Qwen2.5-VL ViT: windowed attention except in `fullatt_block_indexes`, SwiGLU MLP, no merger."""
+def _qwen_vl_flops(vision: Any, grid_thw: tuple[int, int, int], attention: str) -> int:
+    """Qwen2-VL ViT (full attention per frame, GELU MLP) and Qwen2.5-VL ViT (windowed attention except
+    in `fullatt_block_indexes`, SwiGLU MLP); the patch merger is the projector, counted separately."""
     t, h, w = grid_thw
     patches = t * h * w
-    d = vision.hidden_size
+    windowed = vision.model_type == "qwen2_5_vl_vision"
+    d = vision.hidden_size if windowed else vision.embed_dim
+    intermediate = vision.intermediate_size if windowed else vision.embed_dim * vision.mlp_ratio
     in_features = vision.in_channels * vision.temporal_patch_size * vision.patch_size**2
     embed = 2 * patches * in_features * d  # Conv3d without bias
-    merge = vision.spatial_merge_size
-    window = vision.window_size // merge // vision.patch_size  # window side in merged units
-    mh, mw = h // merge, w // merge
-    unit = merge * merge  # patches per merged unit
-    window_pairs = 0
-    for rows in _window_sides(mh, window):
-        for cols in _window_sides(mw, window):
-            window_pairs += _attention_pairs(rows * cols * unit, attention)
-    window_pairs *= t
     full_pairs = t * _attention_pairs(h * w, attention)
+    window_pairs = full_pairs
+    if windowed:
+        merge = vision.spatial_merge_size
+        window = vision.window_size // merge // vision.patch_size  # window side in merged units
+        unit = merge * merge  # patches per merged unit
+        window_pairs = 0
+        for rows in _window_sides(h // merge, window):
+            for cols in _window_sides(w // merge, window):
+                window_pairs += _attention_pairs(rows * cols * unit, attention)
+        window_pairs *= t
+    full_layers = tuple(vision.fullatt_block_indexes) if windowed else range(vision.depth)
     total = embed
     for i in range(vision.depth):
-        pairs = full_pairs if i in tuple(vision.fullatt_block_indexes) else window_pairs
-        total += _vit_layer_flops(patches, d, vision.intermediate_size, gated=True, attention_pairs=pairs)
+        pairs = full_pairs if i in full_layers else window_pairs
+        total += _vit_layer_flops(patches, d, intermediate, gated=windowed, attention_pairs=pairs)
     return total
 
 
@@ -222,7 +227,8 @@ def vision_flops(
     """FLOPs of the vision encoder (without the projector / merger).
 
     CLIP / SigLIP towers (LLaVA, LLaVA-NeXT) run `num_images` fixed-size images (LLaVA-NeXT: the base
-    view plus one per high-resolution tile). Qwen2.5-VL needs the patch grid ``(t, h, w)`` of one image.
+    view plus one per high-resolution tile). Qwen2-VL / Qwen2.5-VL need the patch grid ``(t, h, w)`` of
+    one image.
     `config` is the multimodal config or its vision config. Counted with ``attention`` as for the LLM
     (ViTs attend bidirectionally, so "causal" only matters as a what-if and is rejected there).
     """
@@ -232,22 +238,23 @@ def vision_flops(
         if attention != "full":
             raise ValueError("CLIP/SigLIP towers attend bidirectionally: only attention='full' applies")
         return _clip_like_flops(vision, _check_tokens(num_images, "num_images"))
-    if model_type == "qwen2_5_vl_vision":
+    if model_type in ("qwen2_vl_vision", "qwen2_5_vl_vision"):
         if grid_thw is None or len(grid_thw) != 3 or any(_check_tokens(int(x), "grid_thw") < 1 for x in grid_thw):
-            raise ValueError(f"Qwen2.5-VL vision FLOPs need the image's patch grid (t, h, w), got {grid_thw!r}")
+            raise ValueError(f"Qwen-VL vision FLOPs need the image's patch grid (t, h, w), got {grid_thw!r}")
         if attention != "full":
-            raise ValueError("the Qwen2.5-VL ViT attends bidirectionally: only attention='full' applies")
-        return _qwen25_vl_flops(vision, tuple(int(x) for x in grid_thw), attention)
+            raise ValueError("the Qwen-VL ViT attends bidirectionally: only attention='full' applies")
+        return _qwen_vl_flops(vision, tuple(int(x) for x in grid_thw), attention)
     raise ValueError(
-        f"vision FLOPs are defined for clip_vision_model, siglip_vision_model and qwen2_5_vl_vision; got {model_type!r}"
+        "vision FLOPs are defined for clip_vision_model, siglip_vision_model, qwen2_vl_vision and "
+        f"qwen2_5_vl_vision; got {model_type!r}"
     )
 
 
 def projector_flops(config: Any, num_tokens: int) -> int:
     """FLOPs of the multimodal projector over `num_tokens` vision-encoder tokens.
 
-    LLaVA / LLaVA-NeXT: a two-layer MLP per patch token (576 per tile, before any pruning). Qwen2.5-VL:
-    the patch merger, where `num_tokens` counts ViT patches (4 merge into one LLM token).
+    LLaVA / LLaVA-NeXT: a two-layer MLP per patch token (576 per tile, before any pruning). Qwen2-VL /
+    Qwen2.5-VL: the patch merger, where `num_tokens` counts ViT patches (4 merge into one LLM token).
     """
     n = _check_tokens(num_tokens)
     model_type = getattr(config, "model_type", None)
@@ -258,14 +265,18 @@ def projector_flops(config: Any, num_tokens: int) -> int:
         d = text.hidden_size
         bias = n * 2 * d if getattr(config, "multimodal_projector_bias", True) else 0
         return 2 * n * (d_in * d + d * d) + bias
-    if model_type == "qwen2_5_vl":
+    if model_type in ("qwen2_vl", "qwen2_5_vl"):
         vision = config.vision_config
         unit = vision.spatial_merge_size**2
         if n % unit:
-            raise ValueError(f"Qwen2.5-VL merges {unit} patches per token; {n} patches is not a multiple")
-        merged, d_in = n // unit, vision.hidden_size * unit
-        return 2 * merged * (d_in * d_in + d_in * vision.out_hidden_size) + merged * (d_in + vision.out_hidden_size)
-    raise ValueError(f"projector FLOPs are defined for llava, llava_next and qwen2_5_vl; got {model_type!r}")
+            raise ValueError(f"Qwen-VL merges {unit} patches per token; {n} patches is not a multiple")
+        if model_type == "qwen2_5_vl":
+            context, out = vision.hidden_size, vision.out_hidden_size
+        else:
+            context, out = vision.embed_dim, vision.hidden_size
+        merged, d_in = n // unit, context * unit
+        return 2 * merged * (d_in * d_in + d_in * out) + merged * (d_in + out)
+    raise ValueError(f"projector FLOPs are defined for llava, llava_next, qwen2_vl and qwen2_5_vl; got {model_type!r}")
 
 
 def format_flops(flops: float) -> str:
