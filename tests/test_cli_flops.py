@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from importlib import resources
 
 import pytest
@@ -137,3 +138,12 @@ def test_cli_rejects_bad_image_size(capsys):
     with pytest.raises(SystemExit):
         main(["flops", "llava-1.5-7b", "--image-size", "10xfoo"])
     assert "image size" in capsys.readouterr().err
+
+
+def test_cli_plain_table_without_rich(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "rich.console", None)  # makes `import rich.console` fail
+    assert main(["flops", "llava-1.5-7b", "--keep-ratio", "0.5"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[3].split() == ["keep", "visual", "sequence", "LLM", "TFLOPs", "LLM", "-%", "total", "-%", "KV", "MiB"]
+    assert lines[4].split()[:3] == ["unpruned", "576", "640"]
+    assert lines[5].split()[:3] == ["0.5", "288", "352"]
