@@ -9,6 +9,7 @@ from PIL import Image
 import gprune
 from gprune.core import select_tokens
 from gprune.testing.gemma3 import tiny_gemma3
+from hand_built import full_embeddings, kept_columns
 
 PHOTO = Image.open(gprune.__path__[0] + "/assets/coffee.jpg").convert("RGB")
 
@@ -41,12 +42,8 @@ def test_pruned_forward_matches_hand_built_sequence_with_bidirectional_image_blo
     features = model.get_image_features(pixel_values=inputs["pixel_values"]).pooler_output[0]
     kept = select_tokens(features, 0.3)
     ids = inputs["input_ids"][0]
-    cols = torch.nonzero(ids == model.config.image_token_id).squeeze(1)
-    keep_cols = torch.ones_like(ids, dtype=torch.bool)
-    keep_cols[cols] = False
-    keep_cols[cols[kept]] = True
-    embeds = model.get_input_embeddings()(ids)
-    embeds[cols] = features
+    cols, keep_cols = kept_columns(ids, model.config.image_token_id, kept)
+    embeds = full_embeddings(model, ids, cols, features)
     want = model(
         inputs_embeds=embeds[keep_cols][None],
         token_type_ids=inputs["token_type_ids"][0, keep_cols][None],

@@ -9,6 +9,7 @@ from PIL import Image
 import gprune
 from gprune.core import select_tokens
 from gprune.testing.idefics3 import LONGEST_EDGE, tiny_idefics3, tiny_smolvlm
+from hand_built import hand_built_logits
 
 PHOTO = Image.open(gprune.__path__[0] + "/assets/coffee.jpg").convert("RGB")
 VIEW = 16  # tokens per tile or global view of the tiny models
@@ -54,22 +55,11 @@ def test_pruned_forward_matches_hand_built_sequence(tiny, positions):
     split = tiles * VIEW
     kept = torch.cat([select_tokens(features[:split], 0.3), split + select_tokens(features[split:], 0.3)])
     ids = inputs["input_ids"][0]
-    cols = torch.nonzero(ids == model.config.image_token_id).squeeze(1)
-    keep_cols = torch.ones_like(ids, dtype=torch.bool)
-    keep_cols[cols] = False
-    keep_cols[cols[kept]] = True
-    embeds = model.get_input_embeddings()(ids)
-    n = int(keep_cols.sum())
-    embeds[cols] = features
-    hidden = model.model.text_model(
-        inputs_embeds=embeds[keep_cols][None],
-        position_ids=(torch.arange(ids.numel())[keep_cols] if positions == "original" else torch.arange(n))[None],
-        attention_mask=torch.ones(1, n),
-    ).last_hidden_state
+    want, keep_cols = hand_built_logits(model, model.model.text_model, ids, features, kept, positions)
     with gprune.pruned(model, gprune.GPruneConfig(keep=0.3, positions=positions)):
         logits = model(**inputs).logits
         report = gprune.last_report(model)
-    torch.testing.assert_close(logits[0, keep_cols], model.lm_head(hidden)[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(logits[0, keep_cols], want, rtol=1e-5, atol=1e-5)
     assert torch.equal(report.images[0].kept_indices, kept)
     assert (ids[~keep_cols] == model.config.image_token_id).all()  # markers and text all stay
 

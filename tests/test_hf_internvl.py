@@ -9,6 +9,7 @@ from PIL import Image
 import gprune
 from gprune.core import select_tokens
 from gprune.testing.internvl import MAX_PATCHES, VIEW_TOKENS, tiny_internvl
+from hand_built import hand_built_logits
 
 PHOTO = Image.open(gprune.__path__[0] + "/assets/coffee.jpg").convert("RGB")
 SIZES = [(40, 70), (60, 40), (96, 30)]  # (width, height): 2 tiles + thumbnail, 1 view, 3 tiles + thumbnail
@@ -50,22 +51,12 @@ def test_pruned_forward_matches_hand_built_sequence(tiny, positions):
     tiles, thumbnail = features[: views - 1].reshape(-1, features.shape[-1]), features[views - 1]
     kept = torch.cat([select_tokens(tiles, 0.3), tiles.shape[0] + select_tokens(thumbnail, 0.3)])
     ids = inputs["input_ids"][0]
-    cols = torch.nonzero(ids == model.config.image_token_id).squeeze(1)
-    keep_cols = torch.ones_like(ids, dtype=torch.bool)
-    keep_cols[cols] = False
-    keep_cols[cols[kept]] = True
-    embeds = model.get_input_embeddings()(ids)
-    n = int(keep_cols.sum())
-    embeds[cols] = features.reshape(-1, features.shape[-1])
-    hidden = model.model.language_model(
-        inputs_embeds=embeds[keep_cols][None],
-        position_ids=(torch.arange(ids.numel())[keep_cols] if positions == "original" else torch.arange(n))[None],
-        attention_mask=torch.ones(1, n),
-    ).last_hidden_state
+    flat = features.reshape(-1, features.shape[-1])
+    want, keep_cols = hand_built_logits(model, model.model.language_model, ids, flat, kept, positions)
     with gprune.pruned(model, gprune.GPruneConfig(keep=0.3, positions=positions)):
         logits = model(**inputs).logits
         report = gprune.last_report(model)
-    torch.testing.assert_close(logits[0, keep_cols], model.lm_head(hidden)[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(logits[0, keep_cols], want, rtol=1e-5, atol=1e-5)
     assert torch.equal(report.images[0].kept_indices, kept)
 
 

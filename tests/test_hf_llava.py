@@ -10,6 +10,7 @@ import gprune
 from gprune.core import select_tokens
 from gprune.errors import UserError
 from gprune.testing import tiny_llava_next
+from hand_built import hand_built_logits
 
 PHOTO = Image.open(gprune.__path__[0] + "/assets/coffee.jpg").convert("RGB")
 
@@ -78,19 +79,10 @@ def hand_pruned(tiny, inputs, keep, positions):
     grid = torch.nonzero(~newline[16:]).squeeze(1) + 16
     kept = torch.cat([base[select_tokens(feats[base], keep)], grid[select_tokens(feats[grid], keep)]])
     kept = torch.sort(torch.cat([kept, torch.nonzero(newline).squeeze(1)])).values
-    ids = inputs["input_ids"][0]
-    image_cols = torch.nonzero(ids == model.config.image_token_id).squeeze(1)
-    keep_cols = torch.ones_like(ids, dtype=torch.bool)
-    keep_cols[image_cols] = False
-    keep_cols[image_cols[kept]] = True
-    embeds = model.get_input_embeddings()(ids)
-    embeds[image_cols] = feats
-    embeds = embeds[keep_cols].unsqueeze(0)
-    pos = torch.arange(ids.shape[0])[keep_cols] if positions == "original" else torch.arange(int(keep_cols.sum()))
-    hidden = model.model.language_model(
-        inputs_embeds=embeds, position_ids=pos.unsqueeze(0), attention_mask=torch.ones(1, embeds.shape[1])
-    ).last_hidden_state
-    return model.lm_head(hidden)[0], keep_cols, kept
+    logits, keep_cols = hand_built_logits(
+        model, model.model.language_model, inputs["input_ids"][0], feats, kept, positions
+    )
+    return logits, keep_cols, kept
 
 
 @pytest.mark.parametrize("positions", ["original", "compact"])

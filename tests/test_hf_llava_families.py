@@ -9,6 +9,7 @@ from PIL import Image
 import gprune
 from gprune.core import select_tokens
 from gprune.testing import tiny_llava_onevision, tiny_model
+from hand_built import hand_built_logits
 
 PHOTO = Image.open(gprune.__path__[0] + "/assets/coffee.jpg").convert("RGB")
 SIZES = [(60, 40), (40, 70), (96, 30)]  # (width, height)
@@ -67,21 +68,11 @@ def test_pruned_forward_matches_hand_built_sequence(tiny):
     features = model.get_image_features(**image_inputs).pooler_output[0]
     kept = reference_kept(model, features)
     ids = inputs["input_ids"][0]
-    cols = torch.nonzero(ids == model.config.image_token_id).squeeze(1)
-    keep_cols = torch.ones_like(ids, dtype=torch.bool)
-    keep_cols[cols] = False
-    keep_cols[cols[kept]] = True
-    embeds = model.get_input_embeddings()(ids)
-    embeds[cols] = features
-    hidden = model.model.language_model(
-        inputs_embeds=embeds[keep_cols][None],
-        position_ids=torch.arange(ids.numel())[keep_cols][None],
-        attention_mask=torch.ones(1, int(keep_cols.sum())),
-    ).last_hidden_state
+    want, keep_cols = hand_built_logits(model, model.model.language_model, ids, features, kept)
     with gprune.pruned(model, gprune.GPruneConfig(keep=0.3)):
         logits = model(**inputs).logits
         report = gprune.last_report(model)
-    torch.testing.assert_close(logits[0, keep_cols], model.lm_head(hidden)[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(logits[0, keep_cols], want, rtol=1e-5, atol=1e-5)
     assert torch.equal(report.images[0].kept_indices, kept)
 
 
