@@ -10,6 +10,7 @@ import gprune
 from gprune.core import select_tokens
 from gprune.testing.idefics3 import LONGEST_EDGE, tiny_idefics3, tiny_smolvlm
 from hand_built import hand_built_logits
+from tiled_checks import check_batch_equals_per_sample, check_keep_one_is_the_identity, greedy
 
 PHOTO = Image.open(gprune.__path__[0] + "/assets/coffee.jpg").convert("RGB")
 VIEW = 16  # tokens per tile or global view of the tiny models
@@ -28,17 +29,8 @@ def encode(tiny, sizes_per_prompt, questions, padding_side="left", **kwargs):
     return tiny.processor(images=images, text=text, return_tensors="pt", padding=True, **kwargs)
 
 
-def greedy(model, inputs, **kwargs):
-    return model.generate(**inputs, max_new_tokens=4, do_sample=False, **kwargs)
-
-
 def test_keep_one_is_the_identity(tiny):
-    inputs = encode(tiny, [SIZES[:1], SIZES[1:]], ["What?", "Compare the two."])
-    want_logits = tiny.model(**inputs).logits
-    want = greedy(tiny.model, inputs, num_beams=2)
-    with gprune.pruned(tiny.model, gprune.GPruneConfig(keep=1.0)):
-        assert torch.equal(tiny.model(**inputs).logits, want_logits)
-        assert torch.equal(greedy(tiny.model, inputs, num_beams=2), want)
+    check_keep_one_is_the_identity(tiny.model, encode(tiny, [SIZES[:1], SIZES[1:]], ["What?", "Compare the two."]))
 
 
 @pytest.mark.parametrize("positions", ["original", "compact"])
@@ -67,20 +59,7 @@ def test_pruned_forward_matches_hand_built_sequence(tiny, positions):
 @pytest.mark.parametrize("padding_side", ["left", "right"])
 def test_batch_of_different_images_equals_per_sample(tiny, padding_side):
     prompts = [[SIZES[0]], [SIZES[1], SIZES[2]]]
-    questions = ["What?", "Are these two the same picture?"]
-    batch = encode(tiny, prompts, questions, padding_side)
-    with gprune.pruned(tiny.model, gprune.GPruneConfig(keep=0.3)):
-        logits = tiny.model(**batch).logits
-        out = greedy(tiny.model, batch, num_beams=2) if padding_side == "left" else None
-        for i in range(2):
-            single = encode(tiny, prompts[i : i + 1], questions[i : i + 1])
-            valid = batch["attention_mask"][i].bool()
-            torch.testing.assert_close(logits[i, valid], tiny.model(**single).logits[0], rtol=1e-4, atol=1e-4)
-            if out is not None:
-                assert torch.equal(out[i, -4:], greedy(tiny.model, single, num_beams=2)[0, -4:])
-    if out is not None:  # the original prompt plus the new tokens
-        assert out.shape[1] == batch["input_ids"].shape[1] + 4
-        assert torch.equal(out[:, : batch["input_ids"].shape[1]], batch["input_ids"])
+    check_batch_equals_per_sample(tiny, encode, prompts, ["What?", "Are these two the same picture?"], padding_side)
 
 
 @pytest.mark.parametrize("keep", [0.3, 20])
