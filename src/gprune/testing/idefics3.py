@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from gprune.testing.llava import TinyModel, _finish, _text_config, build_tokenizer
+from gprune.testing.llava import TinyModel, _finish, _text_config, _vision_config, build_tokenizer
 
 TILE = 64
 PATCH = 8
@@ -50,14 +50,7 @@ def _tiny(model_type: str, *, seed: int, hidden: int, layers: int, dtype: torch.
 
     tokenizer = build_tokenizer(extra_special_tokens=MARKERS)
     config = Config(
-        vision_config={
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "image_size": TILE,
-            "patch_size": PATCH,
-        },
+        vision_config=_vision_config(None, 32, TILE, PATCH),
         text_config=_text_config(len(tokenizer), hidden, layers),
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
         scale_factor=SCALE,

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from gprune.testing.llava import TinyModel, _finish, build_tokenizer
+from gprune.testing.llava import TinyModel, _finish, _text_config, _vision_config, build_tokenizer
 
 TILE = 64
 PATCH = 8
@@ -56,27 +56,8 @@ def tiny_internvl(
 
     tokenizer = build_tokenizer(named_special_tokens=MARKS)
     config = InternVLConfig(
-        vision_config={
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "image_size": TILE,
-            "patch_size": PATCH,
-        },
-        text_config={
-            "model_type": "qwen2",
-            "vocab_size": len(tokenizer),
-            "hidden_size": hidden,
-            "intermediate_size": 2 * hidden,
-            "num_hidden_layers": layers,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "max_position_embeddings": 4096,
-            "pad_token_id": 0,
-            "bos_token_id": 1,
-            "eos_token_id": 2,
-        },
+        vision_config=_vision_config(None, 32, TILE, PATCH),
+        text_config={**_text_config(len(tokenizer), hidden, layers), "model_type": "qwen2"},
         image_token_id=tokenizer.convert_tokens_to_ids(MARKS["context_image_token"]),
         image_seq_length=VIEW_TOKENS,
         downsample_ratio=0.5,

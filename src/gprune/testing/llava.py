@@ -86,15 +86,16 @@ def _text_config(vocab_size: int, hidden: int, layers: int) -> dict[str, Any]:
     }
 
 
-def _vision_config(kind: str, hidden: int) -> dict[str, Any]:
+def _vision_config(kind: str | None, hidden: int, image_size: int = TILE, patch_size: int = PATCH) -> dict[str, Any]:
+    """A 2-layer vision tower; `kind` is its model_type, or None to leave it to the family's config class."""
     return {
-        "model_type": kind,
+        **({"model_type": kind} if kind is not None else {}),
         "hidden_size": hidden,
         "intermediate_size": 2 * hidden,
         "num_hidden_layers": 2,
         "num_attention_heads": 2,
-        "image_size": TILE,
-        "patch_size": PATCH,
+        "image_size": image_size,
+        "patch_size": patch_size,
     }
 
 
@@ -125,7 +126,7 @@ def tiny_llava_next(
     tokenizer = build_tokenizer()
     pinpoints = [[tile * a // TILE, tile * b // TILE] for a, b in GRID_PINPOINTS]
     config = LlavaNextConfig(
-        vision_config={**_vision_config("clip_vision_model", 32), "image_size": tile, "patch_size": patch},
+        vision_config=_vision_config("clip_vision_model", 32, tile, patch),
         text_config=_text_config(len(tokenizer), hidden, layers),
         image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
         image_grid_pinpoints=pinpoints,
@@ -275,16 +276,7 @@ def tiny_mistral3(
     tokenizer = build_tokenizer(extra_special_tokens=marks)
     text = {**_text_config(len(tokenizer), hidden, layers), "model_type": "mistral", "sliding_window": None}
     config = Mistral3Config(
-        vision_config={
-            "model_type": "pixtral",
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "head_dim": 16,
-            "image_size": 256,
-            "patch_size": PATCH,
-        },
+        vision_config={**_vision_config("pixtral", 32, image_size=256), "head_dim": 16},
         text_config=text,
         image_token_index=tokenizer.convert_tokens_to_ids(marks[0]),
         spatial_merge_size=2,
