@@ -72,29 +72,20 @@ def _vision_config(model_type: str, text_hidden: int) -> dict[str, Any]:
             "mlp_ratio": 2,
             "patch_size": patch,
         }
-    if model_type == "qwen2_5_vl":
-        # window attention on a 2x2-merged window of 4x4 patches, one full-attention block
-        return {
-            "depth": 2,
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_heads": 2,
-            "out_hidden_size": text_hidden,
-            "patch_size": patch,
-            "window_size": 4 * patch,
-            "fullatt_block_indexes": [1],
-        }
-    # qwen3_vl: a 4x4 learned position grid (interpolated per image) and DeepStack taps after both blocks
-    return {
+    # Qwen2.5-VL and Qwen3-VL: two 32-wide blocks; the merger projects to the text width
+    blocks = {
         "depth": 2,
         "hidden_size": 32,
         "intermediate_size": 64,
         "num_heads": 2,
         "out_hidden_size": text_hidden,
         "patch_size": patch,
-        "num_position_embeddings": 16,
-        "deepstack_visual_indexes": [0, 1],
     }
+    if model_type == "qwen2_5_vl":
+        # window attention on a 2x2-merged window of 4x4 patches, one full-attention block
+        return {**blocks, "window_size": 4 * patch, "fullatt_block_indexes": [1]}
+    # qwen3_vl: a 4x4 learned position grid (interpolated per image) and DeepStack taps after both blocks
+    return {**blocks, "num_position_embeddings": 16, "deepstack_visual_indexes": [0, 1]}
 
 
 def tiny_qwen_vl(model_type: str, tokenizer: Any = None, *, seed: int = 0, dtype: torch.dtype = torch.float32) -> Any:
