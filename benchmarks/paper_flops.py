@@ -7,7 +7,7 @@ convention. It prints the markdown tables of docs/flops.md: `python benchmarks/p
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from gprune.checkpoints import image_tokens, load_checkpoint
 from gprune.flops import llm_prefill_flops, projector_flops, vision_flops
@@ -56,6 +56,14 @@ def solve_keep(flops: Callable[[int], float], visual: int, kept: Callable[[float
     return r
 
 
+def counted_settings() -> Iterator[tuple[str, Callable[[int], float], bool]]:
+    """Each counting convention without, then with, vision + projector FLOPs (a token count has none)."""
+    for name, flops in CONVENTIONS.items():
+        for vision in (False, True):
+            if not (vision and name.startswith("token count")):
+                yield name, flops, vision
+
+
 def keep_table() -> str:
     prompts = (0, 64, 128)
     lines = [
@@ -64,16 +72,13 @@ def keep_table() -> str:
         + " |",
         "|---|---|---|" + "---|" * len(prompts),
     ]
-    for name, flops in CONVENTIONS.items():
-        for vision in (False, True):
-            if vision and name.startswith("token count"):
-                continue
-            for packing, (visual, kept) in PACKINGS.items():
-                cells = []
-                for p in prompts:
-                    r = solve_keep(flops, visual, kept, p, vision)
-                    cells.append(f"{r:.3f} ({round(kept(r))} kept)")
-                lines.append(f"| {name} | {'yes' if vision else 'no'} | {packing} | " + " | ".join(cells) + " |")
+    for name, flops, vision in counted_settings():
+        for packing, (visual, kept) in PACKINGS.items():
+            cells = []
+            for p in prompts:
+                r = solve_keep(flops, visual, kept, p, vision)
+                cells.append(f"{r:.3f} ({round(kept(r))} kept)")
+            lines.append(f"| {name} | {'yes' if vision else 'no'} | {packing} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -107,24 +112,21 @@ def prompt_table() -> str:
         + " |",
         "|---|---|" + "---|" * len(ratios),
     ]
-    for name, flops in CONVENTIONS.items():
-        for vision in (False, True):
-            if vision and name.startswith("token count"):
-                continue
-            cells = []
-            for r in ratios:
-                kept = kept_token_count(LAYOUT.layout, r)
-                found = next(
-                    (p for p in range(0, 4000) if reduction(flops, visual + p, kept + p, vision) <= PAPER_REDUCTION),
-                    None,
-                )
-                if found is None:
-                    cells.append("none")
-                elif found == 0:
-                    cells.append(f"none (already {100 * reduction(flops, visual, kept, vision):.2f}% or less at 0)")
-                else:
-                    cells.append(str(found))
-            lines.append(f"| {name} | {'yes' if vision else 'no'} | " + " | ".join(cells) + " |")
+    for name, flops, vision in counted_settings():
+        cells = []
+        for r in ratios:
+            kept = kept_token_count(LAYOUT.layout, r)
+            found = next(
+                (p for p in range(0, 4000) if reduction(flops, visual + p, kept + p, vision) <= PAPER_REDUCTION),
+                None,
+            )
+            if found is None:
+                cells.append("none")
+            elif found == 0:
+                cells.append(f"none (already {100 * reduction(flops, visual, kept, vision):.2f}% or less at 0)")
+            else:
+                cells.append(str(found))
+        lines.append(f"| {name} | {'yes' if vision else 'no'} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
