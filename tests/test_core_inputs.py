@@ -124,3 +124,13 @@ def test_features_whose_norm_overflows_fp32_are_reported() -> None:
     x[2] = 1e30
     with pytest.raises(ValueError, match="too large for fp32"):
         gprune.graph_scores(x)
+
+
+@pytest.mark.parametrize("n", [1, 383, 768, 1000, 2304])
+def test_blockwise_similarity_equals_the_full_product(n: int) -> None:
+    from gprune.core import cosine_similarity_matrix
+
+    unit = torch.nn.functional.normalize(clustered_features(2 * n, 24, seed=n).view(2, n, 24), dim=-1)
+    sim = cosine_similarity_matrix(unit)
+    torch.testing.assert_close(sim, unit @ unit.mT, rtol=0, atol=2e-6)
+    assert torch.equal(sim, sim.mT)  # the mirrored blocks are exact copies
