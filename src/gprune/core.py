@@ -119,7 +119,8 @@ def _propagate_chunk(
         non_edge |= ~(node.unsqueeze(-1) & node.unsqueeze(-2))
     non_edge.diagonal(dim1=-2, dim2=-1).fill_(False)  # every token has its self-loop: no empty row
     sim.diagonal(dim1=-2, dim2=-1).fill_(1.0)
-    degree = x.shape[1] - non_edge.sum(dim=-1, dtype=torch.int32)  # edges of each node, self included
+    # Edges of each node, self included; counted in row blocks so the int32 cast stays cache-sized.
+    degree = x.shape[1] - torch.cat([rows.sum(dim=-1, dtype=torch.int32) for rows in non_edge.split(256, dim=-2)], -1)
 
     # Transition matrix: row-wise softmax of S / tau over the edges (non-edges exactly 0), as released.
     transition = torch.softmax(sim.mul_(1.0 / temperature).masked_fill_(non_edge, float("-inf")), dim=-1)
@@ -152,8 +153,8 @@ def cosine_similarity_matrix(unit: Tensor) -> Tensor:
     sim = unit.new_empty(*unit.shape[:-2], n, n)
     bounds = [round(i * n / blocks) for i in range(blocks + 1)]
     for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
-        upper = unit[..., start:stop, :] @ unit[..., start:, :].mT  # rows start:stop, columns start:n
-        sim[..., start:stop, start:] = upper
+        upper = sim[..., start:stop, start:]  # rows start:stop, columns start:n, written in place
+        torch.matmul(unit[..., start:stop, :], unit[..., start:, :].mT, out=upper)
         sim[..., stop:, start:stop] = upper[..., stop - start :].mT
     return sim
 
