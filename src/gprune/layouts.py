@@ -150,18 +150,38 @@ def select_groups(
     return [r for r in result if r is not None]
 
 
+def select_in_layouts(
+    features: Sequence[Tensor], layouts: Sequence[TokenLayout], keep: Keep, *, method: str = "gprune", **params: Any
+) -> list[Tensor]:
+    """Kept indices (ascending, on the CPU) into each image's packed features under its layout.
+
+    The groups of all images are selected in one `select_groups` call, so groups of equal size from
+    different images are scored together; every image's always-kept tokens are added.
+    """
+    if len(features) != len(layouts):
+        raise ValueError(f"got {len(features)} feature tensors but {len(layouts)} layouts")
+    groups: list[Tensor] = []
+    counts: list[int] = []
+    for f, layout in zip(features, layouts, strict=True):
+        if f.dim() != 2 or f.shape[0] != layout.length:
+            raise ValueError(f"packed features have shape {tuple(f.shape)} but the layout expects ({layout.length}, D)")
+        groups.extend(f[g.to(f.device)] for g in layout.groups)
+        counts.extend(group_keep_counts(layout, keep))
+    chosen = select_groups(groups, counts, method=method, **params) if groups else []
+    kept, i = [], 0
+    for layout in layouts:
+        n = len(layout.groups)
+        parts = [g[c.cpu()] for g, c in zip(layout.groups, chosen[i : i + n], strict=True)]
+        i += n
+        kept.append(torch.sort(torch.cat([*parts, layout.always_keep])).values)
+    return kept
+
+
 def select_in_layout(
     features: Tensor, layout: TokenLayout, keep: Keep, *, method: str = "gprune", **params: Any
 ) -> Tensor:
-    """Kept indices (ascending) into one image's packed features under `layout`."""
-    if features.dim() != 2 or features.shape[0] != layout.length:
-        raise ValueError(
-            f"packed features have shape {tuple(features.shape)} but the layout expects ({layout.length}, D)"
-        )
-    counts = group_keep_counts(layout, keep)
-    kept = select_groups([features[g] for g in layout.groups], counts, method=method, **params)
-    idx = [g[k.cpu()] for g, k in zip(layout.groups, kept, strict=True)]
-    return torch.sort(torch.cat([*idx, layout.always_keep])).values.to(features.device)
+    """Kept indices (ascending, on the features' device) into one image's packed features under `layout`."""
+    return select_in_layouts([features], [layout], keep, method=method, **params)[0].to(features.device)
 
 
 def select_llava_next(

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from gprune.adapters.base import EncodedImages, ImageTokens, ModelAdapter
 from gprune.config import GPruneConfig
-from gprune.layouts import group_keep_counts, select_groups
+from gprune.layouts import select_in_layouts
 from gprune.validation import Keep
 
 PaddingSide = Literal["left", "right"]
@@ -121,18 +121,13 @@ def locate_images(input_ids: Tensor, image_token_id: int, lengths: Sequence[int]
 
 def select_images(images: Sequence[ImageTokens], config: GPruneConfig) -> list[Tensor]:
     """Kept indices (ascending) into each image's packed tokens; groups of equal size are scored together."""
-    groups: list[Tensor] = []
-    counts: list[int] = []
-    for image in images:
-        groups.extend(image.features[g.to(image.features.device)] for g in image.layout.groups)
-        counts.extend(group_keep_counts(image.layout, config.keep))
-    chosen = select_groups(groups, counts, method=config.method, **config.selector_params()) if groups else []
-    kept, i = [], 0
-    for image in images:
-        parts = [g[c.cpu()] for g, c in zip(image.layout.groups, chosen[i : i + len(image.layout.groups)], strict=True)]
-        i += len(image.layout.groups)
-        kept.append(torch.sort(torch.cat([*parts, image.layout.always_keep])).values)
-    return kept
+    return select_in_layouts(
+        [image.features for image in images],
+        [image.layout for image in images],
+        config.keep,
+        method=config.method,
+        **config.selector_params(),
+    )
 
 
 def infer_padding_side(attention_mask: Tensor) -> PaddingSide:
