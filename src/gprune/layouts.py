@@ -46,15 +46,19 @@ def single_group_layout(length: int) -> TokenLayout:
     return TokenLayout(length, (torch.arange(length),), torch.empty(0, dtype=torch.long))
 
 
+def _check_token_counts(**values: object) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+
+
 def llava_next_layout(base_tokens: int, grid_rows: int, grid_cols: int) -> TokenLayout:
     """LLaVA-NeXT packing: base view, then `grid_rows` rows of `grid_cols` tokens each ending in a newline.
 
     ``grid_rows == grid_cols == 0`` is the single-tile case: the base view followed by one newline.
     Base and grid are separate groups; every newline is always kept (as the released code does).
     """
-    for name, value in (("base_tokens", base_tokens), ("grid_rows", grid_rows), ("grid_cols", grid_cols)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+    _check_token_counts(base_tokens=base_tokens, grid_rows=grid_rows, grid_cols=grid_cols)
     if base_tokens < 1:
         raise ValueError(f"base_tokens must be >= 1, got {base_tokens}")
     if (grid_rows == 0) != (grid_cols == 0):
@@ -76,9 +80,7 @@ def tiled_layout(tokens_per_view: int, tiles: int) -> TokenLayout:
     The tiles together are one graph and the global view another (as LLaVA-NeXT's grid and base view);
     ``tiles == 0`` is an image seen as the global view alone: one graph.
     """
-    for name, value in (("tokens_per_view", tokens_per_view), ("tiles", tiles)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+    _check_token_counts(tokens_per_view=tokens_per_view, tiles=tiles)
     if tokens_per_view < 1:
         raise ValueError(f"tokens_per_view must be >= 1, got {tokens_per_view}")
     if tiles == 0:
