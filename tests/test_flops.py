@@ -26,6 +26,7 @@ from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VisionTransforme
 import gprune
 from gprune.checkpoints import load_checkpoint
 from gprune.flops import kv_cache_bytes, llm_prefill_flops, llm_prefill_parts, projector_flops, vision_flops
+from gprune.integrations.hf_args import output_cache
 
 SEQ = 48
 
@@ -234,7 +235,7 @@ def test_kv_cache_bytes_match_a_real_cache():
     model = AutoModelForCausalLM.from_config(config).eval()
     n = 13
     with torch.no_grad():
-        cache = model(input_ids=torch.zeros(1, n, dtype=torch.long), use_cache=True).past_key_values
+        cache = output_cache(model(input_ids=torch.zeros(1, n, dtype=torch.long), use_cache=True))
     stored = sum(layer.keys.nbytes + layer.values.nbytes for layer in cache.layers)
     assert kv_cache_bytes(config, n, torch.float32) == stored
     assert kv_cache_bytes(config, n, torch.bfloat16) == stored // 2

@@ -17,6 +17,7 @@ from PIL import Image
 import gprune
 from gprune.adapters import get_adapter
 from gprune.config import GPruneConfig
+from gprune.integrations.hf_args import cache_keyword, output_cache
 from gprune.pipeline import prune_call
 from gprune.testing.qwen import QWEN_MODEL_TYPES, VIDEO_PAD, VISION_END, VISION_START, TinyModel, tiny_qwen
 
@@ -302,7 +303,7 @@ def test_rope_deltas_continue_after_the_last_kept_position(tiny: TinyModel, posi
     next_token = torch.full((1, 1), 65)
     with gprune.pruned(model, config), torch.no_grad():
         prefill = model(**inputs, use_cache=True)
-        step = model(input_ids=next_token, past_key_values=prefill.past_key_values).logits[:, -1]
+        step = model(input_ids=next_token, **{cache_keyword(model.forward): output_cache(prefill)}).logits[:, -1]
         report = gprune.last_report(model)
     keep_mask = _keep_mask_from_report(inputs, model.config.image_token_id, report)
     mrope = _reference_positions(model, inputs, keep_mask, compact=positions == "compact")[0].unsqueeze(1)

@@ -125,7 +125,8 @@ def test_locate_images_in_placeholder_order_and_mismatch_error():
     ids = torch.tensor([[1, img, img, 2, img, 3], [img, img, img, 4, 5, 6]])
     spans = locate_images(ids, img, [2, 1, 3])
     assert [(s.row, s.columns.tolist()) for s in spans] == [(0, [1, 2]), (0, [4]), (1, [0, 1, 2])]
-    with pytest.raises(ValueError, match="image/placeholder mismatch: 2 image.*5 visual tokens.*6 image placeholder"):
+    mismatch = "^Image features and image tokens do not match, tokens: 6, features: 5; 2 image.*2, 3 visual tokens"
+    with pytest.raises(ValueError, match=mismatch):
         locate_images(ids, img, [2, 3])
     with pytest.raises(ValueError, match="span several batch rows"):
         locate_images(ids, img, [2, 2, 2])

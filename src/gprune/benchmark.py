@@ -28,6 +28,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig, PretrainedConfig
 from gprune.checkpoints import bundled_checkpoints, image_tokens, load_checkpoint
 from gprune.errors import UserError
 from gprune.flops import kv_cache_bytes, llm_prefill_flops
+from gprune.integrations.hf_args import cache_keyword, output_cache
 from gprune.layouts import TokenLayout, kept_token_count, select_in_layout
 
 DEFAULT_KEEPS = (1.0, 0.5, 0.33, 0.22, 0.11)
@@ -225,11 +226,12 @@ class PrefillRunner:
 
     @torch.no_grad()
     def decode(self, out: Any) -> None:
-        cache, mask = out.past_key_values, self.mask
+        cache, mask = output_cache(out), self.mask
+        cache_name = cache_keyword(self.model.forward)
         token = out.logits[:, -1:].argmax(-1)
         for _ in range(self.decode_tokens):
             mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
-            out = self.model(input_ids=token, attention_mask=mask, past_key_values=cache, use_cache=True)
+            out = self.model(input_ids=token, attention_mask=mask, use_cache=True, **{cache_name: cache})
             token = out.logits[:, -1:].argmax(-1)
 
 
@@ -302,7 +304,7 @@ def run_benchmark(
                 prefill_time, out = _timed(r.prefill, dev)
                 if not s.kv_cache_bytes_measured:  # the cache as the prefill left it
                     s.kv_cache_bytes_measured = sum(
-                        layer.keys.nbytes + layer.values.nbytes for layer in out.past_key_values.layers
+                        layer.keys.nbytes + layer.values.nbytes for layer in output_cache(out).layers
                     )
                 decode_time, _ = _timed(lambda r=r, out=out: r.decode(out), dev)
                 others = load.others_since(mark)

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from gprune.adapters.base import EncodedImages, ImageTokens, ModelAdapter
 from gprune.config import GPruneConfig
+from gprune.errors import image_token_mismatch
 from gprune.layouts import select_in_layouts
 from gprune.validation import Keep
 
@@ -104,10 +105,11 @@ def locate_images(input_ids: Tensor, image_token_id: int, lengths: Sequence[int]
     placeholders = (input_ids == image_token_id).flatten().nonzero().squeeze(1)
     total = int(sum(lengths))
     if placeholders.numel() != total:
-        raise ValueError(
-            f"image/placeholder mismatch: {len(lengths)} image(s) give {total} visual tokens "
-            f"({', '.join(str(n) for n in lengths)}), but input_ids hold {placeholders.numel()} image placeholder "
-            f"tokens (id {image_token_id}); pass the processor's input_ids together with its pixel values"
+        raise image_token_mismatch(
+            placeholders.numel(),
+            total,
+            f"{len(lengths)} image(s) of {', '.join(str(n) for n in lengths)} visual tokens, image placeholder "
+            f"id {image_token_id}; pass the processor's input_ids together with its pixel values",
         )
     length = input_ids.shape[1]
     spans = []

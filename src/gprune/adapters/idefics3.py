@@ -35,6 +35,7 @@ from torch import Tensor
 
 from gprune.adapters import register_adapter
 from gprune.adapters.base import EncodedImages, ImageTokens, ModelAdapter
+from gprune.errors import image_token_mismatch
 from gprune.layouts import TokenLayout, tiled_layout
 
 
@@ -152,9 +153,8 @@ class Idefics3Adapter(ModelAdapter):
         for r, (features, counts) in enumerate(zip(out.pooler_output, tiles, strict=True)):
             lengths = [(n + 1) * view for n in counts]
             if features.shape[0] != sum(lengths):
-                raise ValueError(
-                    f"image/placeholder mismatch in row {r}: the pixel values encode to {features.shape[0]} tokens "
-                    f"but input_ids hold {sum(lengths)} image tokens"
+                raise image_token_mismatch(
+                    sum(lengths), features.shape[0], f"row {r}'s pixel values do not fill its image tokens"
                 )
             for f, n in zip(torch.split(features, lengths), counts, strict=True):
                 images.append(ImageTokens(f, tiled_layout(view, n)))

@@ -36,6 +36,7 @@ from torch import Tensor
 
 from gprune.adapters import register_adapter
 from gprune.adapters.base import EncodedImages, ImageTokens, ModelAdapter
+from gprune.errors import image_token_mismatch
 from gprune.layouts import TokenLayout, tiled_layout
 
 _VISION_OPTIONS = ("vision_feature_layer", "vision_feature_select_strategy")
@@ -98,9 +99,10 @@ class InternVLAdapter(ModelAdapter):
         features = self.model.get_image_features(pixel_values=inputs["pixel_values"], **options).pooler_output
         views = [n // view for n in runs]
         if features.shape[0] != sum(views):
-            raise ValueError(
-                f"image/placeholder mismatch: pixel_values hold {features.shape[0]} views but input_ids hold "
-                f"{sum(views)} views of {view} image tokens"
+            raise image_token_mismatch(
+                sum(views) * view,
+                features.shape[0] * view,
+                f"pixel_values hold {features.shape[0]} views but input_ids hold {sum(views)} views of {view} tokens",
             )
         images = []
         for f, n in zip(torch.split(features, views), views, strict=True):

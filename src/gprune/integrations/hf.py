@@ -38,6 +38,7 @@ from torch import Tensor
 from gprune.adapters import ModelAdapter, get_adapter, get_adapter_class
 from gprune.config import GPruneConfig
 from gprune.errors import UserError
+from gprune.integrations.hf_args import call_cache
 from gprune.layouts import TokenLayout, kept_token_count
 from gprune.pipeline import PruneReport, prune_call, restore_layout
 from gprune.validation import Keep
@@ -192,17 +193,34 @@ def _rest(call: Mapping[str, Any], adapter: ModelAdapter) -> dict[str, Any]:
     return {k: v for k, v in call.items() if k not in consumed}
 
 
+def _packing_positions(position_ids: Tensor) -> Tensor | None:
+    """The 1-D positions transformers reads packed sequences from: (B, L) as is, row 0 of mRoPE's (4, B, L)."""
+    if position_ids.dim() == 2:
+        return position_ids
+    if position_ids.dim() == 3 and position_ids.shape[0] == 4:
+        return position_ids[0]
+    return None  # (3, B, L) mRoPE: transformers never reads packing from these
+
+
 def _with_mask(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Gapped positions without a 2-D mask and without a cache read as packed sequences: add the mask."""
+    """Give gapped positions an explicit all-ones mask where transformers would read them as packed sequences.
+
+    Inside a pruned ``generate`` the pruned prompt's mask may be dropped (an all-ones mask is). Without a
+    mask and without a cache, transformers takes every jump in the positions for the start of a new packed
+    sequence, and kept tokens after a gap would stop seeing the tokens before it. Contiguous positions
+    (nothing pruned, or compact positions) are passed on untouched, so ``keep=1.0`` is the unpruned call.
+    """
     ids = kwargs.get("input_ids")
-    if (
-        isinstance(ids, Tensor)
-        and kwargs.get("attention_mask") is None
-        and kwargs.get("position_ids") is not None
-        and kwargs.get("past_key_values") is None
-    ):
-        kwargs = {**kwargs, "attention_mask": torch.ones_like(ids)}
-    return kwargs
+    ids = ids if isinstance(ids, Tensor) else kwargs.get("inputs_embeds")
+    positions = kwargs.get("position_ids")
+    if not isinstance(ids, Tensor) or kwargs.get("attention_mask") is not None or not isinstance(positions, Tensor):
+        return kwargs
+    if call_cache(kwargs) is not None:
+        return kwargs
+    text = _packing_positions(positions)
+    if text is None or not bool((text.diff(dim=-1) != 1).any()):
+        return kwargs
+    return {**kwargs, "attention_mask": torch.ones(ids.shape[:2], dtype=torch.long, device=ids.device)}
 
 
 def _with_signature(fn: Any, model: torch.nn.Module, name: str) -> Any:
@@ -238,8 +256,12 @@ def _pruned_forward(model: torch.nn.Module) -> Any:
         if isinstance(logits, Tensor) and logits.shape[:2] == pruned_call.sequences.source_index.shape:
             out.logits = restore_layout(logits, pruned_call.sequences)
         if labels is not None:
+            # As the model does, on the logits in the original layout (the labels' layout): the loss
+            # function gets every keyword that is not a named forward parameter (shift_labels,
+            # num_items_in_batch, ignore_index, ...).
+            loss_kwargs = {k: v for k, v in rest.items() if k not in names}
             vocab_size = self.config.get_text_config().vocab_size
-            out.loss = self.loss_function(logits=out.logits, labels=labels, vocab_size=vocab_size)
+            out.loss = self.loss_function(logits=out.logits, labels=labels, vocab_size=vocab_size, **loss_kwargs)
         return out.to_tuple() if return_dict is False else out
 
     return _with_signature(forward, model, "forward")
