@@ -189,6 +189,18 @@ def prune_sequences(
     )
 
 
+def cut_columns(values: Tensor, pruned: PrunedSequences) -> Tensor:
+    """(B, L, ...) values of the original call, cut to the (B, L', ...) pruned batch (zeros where re-padded)."""
+    if values.shape[:2] != pruned.keep_mask.shape:
+        raise ValueError(
+            f"values of shape {tuple(values.shape)} do not match the batch {tuple(pruned.keep_mask.shape)}"
+        )
+    source = pruned.source_index.to(values.device)
+    trailing = [1] * (values.dim() - 2)
+    index = source.clamp_min(0).view(*source.shape, *trailing).expand(*source.shape, *values.shape[2:])
+    return values.gather(1, index).masked_fill((source < 0).view(*source.shape, *trailing), 0)
+
+
 def restore_layout(values: Tensor, pruned: PrunedSequences) -> Tensor:
     """Map (B, L', ...) outputs of the pruned call to (B, L, ...) in the original token layout.
 
@@ -231,8 +243,14 @@ def prune_call(
     the per-token tensors and the image inputs; everything else in `inputs` is the caller's to pass on.
     """
     input_ids = inputs.get("input_ids")
-    if not isinstance(input_ids, Tensor):
-        raise ValueError("pruning needs input_ids (a (batch, length) tensor); inputs_embeds are not supported")
+    embeds = inputs.get("inputs_embeds")
+    had_ids = isinstance(input_ids, Tensor)
+    if not had_ids:
+        if not isinstance(embeds, Tensor):
+            raise ValueError("pruning needs input_ids (batch, length) or inputs_embeds (batch, length, hidden)")
+        # The adapter places images and markers by token id: recover them from the embeddings.
+        inputs = {**inputs, "input_ids": adapter.token_ids(embeds)}
+        input_ids = inputs["input_ids"]
     b, length = input_ids.shape
     attention_mask = inputs.get("attention_mask")
     if attention_mask is None:
@@ -265,8 +283,12 @@ def prune_call(
     sequences = prune_sequences(
         input_ids, attention_mask, positions, keep_mask, per_token=per_token, pad_token_id=pad_id
     )
+    # A call made with embeddings goes on with the kept embeddings (and ids only if it also had them).
+    tokens = {"input_ids": sequences.input_ids} if had_ids else {}
+    if isinstance(embeds, Tensor):
+        tokens["inputs_embeds"] = cut_columns(embeds, sequences)
     model_kwargs: dict[str, Any] = {
-        "input_ids": sequences.input_ids,
+        **tokens,
         "attention_mask": sequences.attention_mask,
         "position_ids": sequences.position_ids,
         **sequences.per_token,

@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import Tensor
 
+from gprune.integrations.hf_embeds import token_ids_from_embeddings
 from gprune.layouts import TokenLayout
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -106,6 +107,11 @@ class ModelAdapter(ABC):
         if token_id is None:
             raise ValueError(f"{type(self.model).__name__} config has no image_token_id")
         return int(token_id)
+
+    def token_ids(self, inputs_embeds: Tensor) -> Tensor:
+        """The ids behind a call's ``inputs_embeds`` (-1 where a row is no token's embedding)."""
+        table = self.model.get_input_embeddings().weight
+        return token_ids_from_embeddings(inputs_embeds, table, self.image_token_id)
 
     def has_images(self, inputs: Mapping[str, Any]) -> bool:
         """Whether this call carries images to prune (the first of `image_input_keys` is present)."""

@@ -31,6 +31,7 @@ own bookkeeping continues right after the last kept position.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -39,6 +40,7 @@ from torch import Tensor
 
 from gprune.adapters import register_adapter
 from gprune.adapters.base import EncodedImages, ImageTokens, ModelAdapter
+from gprune.integrations.hf_args import cache_keyword
 from gprune.layouts import TokenLayout, single_group_layout
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -150,6 +152,8 @@ class QwenVLAdapter(ModelAdapter):
         matters for the attention mask: the pipeline always passes a 2-D one), so `for_generate` changes
         nothing here.
         """
+        if inputs.get("inputs_embeds") is not None:
+            return self._embeddings_positions(attention_mask, inputs, for_generate=for_generate)
         token_types = inputs.get("mm_token_type_ids")
         if token_types is None:
             raise ValueError(
@@ -162,6 +166,25 @@ class QwenVLAdapter(ModelAdapter):
             input_ids, mm_token_type_ids=token_types, attention_mask=attention_mask, **rope_kwargs
         )
         return torch.cat([text_positions(attention_mask).unsqueeze(0).to(mrope.device), mrope], dim=0)
+
+    def _embeddings_positions(self, attention_mask: Tensor, inputs: Mapping[str, Any], *, for_generate: bool) -> Tensor:
+        """What the model uses for a call made with ``inputs_embeds``: it has no ids to place images by.
+
+        ``generate`` then numbers the attended tokens in all rows; ``forward`` asks the model's own
+        ``compute_3d_position_ids``, which falls back on cached ``rope_deltas`` or on ``arange``.
+        """
+        flat = text_positions(attention_mask)
+        if not for_generate:
+            options = {k: inputs.get(k) for k in ("image_grid_thw", "video_grid_thw", "mm_token_type_ids")}
+            options |= {"attention_mask": inputs.get("attention_mask"), "inputs_embeds": inputs["inputs_embeds"]}
+            compute = self._inner.compute_3d_position_ids
+            options[cache_keyword(compute)] = None
+            known = {k: v for k, v in options.items() if k in inspect.signature(compute).parameters}
+            mrope = compute(input_ids=None, **known)
+            if mrope is not None:
+                return torch.cat([flat.unsqueeze(0).to(mrope.device), mrope], dim=0)
+            flat = torch.arange(flat.shape[1], device=flat.device).expand_as(flat)
+        return flat.unsqueeze(0).expand(4, *flat.shape)
 
     def compact_positions(self, positions: Tensor, keep_mask: Tensor) -> Tensor:
         """Close the mRoPE position values no kept token uses (see the module docstring); row 0 is redone later."""

@@ -59,7 +59,7 @@ class _Missing:
 
 _MISSING = _Missing()
 # What the pipeline replaces in a call (besides the adapter's image inputs and per-token tensors).
-_REPLACED = ("input_ids", "attention_mask", "position_ids")
+_REPLACED = ("input_ids", "inputs_embeds", "attention_mask", "position_ids")
 
 
 @dataclass
@@ -296,26 +296,26 @@ def _pruned_generate(model: torch.nn.Module) -> Any:
             if kwargs.get("input_ids") is not None:
                 raise TypeError("generate() got both `inputs` and `input_ids`")
             kwargs["input_ids"] = inputs
-        if kwargs.get("inputs_embeds") is not None:
-            raise UserError(
-                "gprune prunes calls made with input_ids; inputs_embeds with pixel values are not supported"
-            )
-        input_ids: Tensor = kwargs["input_ids"]
+        input_ids = kwargs.get("input_ids")
+        embeds = kwargs.get("inputs_embeds")
+        prompt = input_ids if isinstance(input_ids, Tensor) else embeds
         with torch.no_grad():  # as generate itself: no autograd graph kept for the vision features
             pruned_call = prune_call(adapter, kwargs, state.config, for_generate=True)
         rest = _rest(kwargs, adapter)
-        _token_budget(rest, input_ids.shape[1], self)
+        _token_budget(rest, prompt.shape[1], self)
         state.passthrough += 1
         try:
             out = original(**rest, **pruned_call.model_kwargs)
         finally:
             state.passthrough -= 1
         state.last_report = pruned_call.report
+        if not isinstance(input_ids, Tensor):  # made with embeddings only: generate returns the new tokens only
+            return out
         sequences = out if isinstance(out, Tensor) else out.sequences
         new_tokens = sequences[:, pruned_call.sequences.input_ids.shape[1] :]
         per_prompt = sequences.shape[0] // input_ids.shape[0]
-        prompt = input_ids.to(sequences.device).repeat_interleave(per_prompt, dim=0)
-        full = torch.cat([prompt, new_tokens], dim=1)
+        prompt_ids = input_ids.to(sequences.device).repeat_interleave(per_prompt, dim=0)
+        full = torch.cat([prompt_ids, new_tokens], dim=1)
         if isinstance(out, Tensor):
             return full
         out.sequences = full
