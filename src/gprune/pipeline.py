@@ -225,6 +225,63 @@ def restore_layout(values: Tensor, pruned: PrunedSequences) -> Tensor:
     return values.gather(1, index)
 
 
+def packing_positions(position_ids: Tensor) -> Tensor | None:
+    """The 1-D positions transformers reads packed sequences from: (B, L) as is, row 0 of mRoPE's (4, B, L)."""
+    if position_ids.dim() in (1, 2):
+        return position_ids
+    if position_ids.dim() == 3 and position_ids.shape[0] == 4:
+        return position_ids[0]
+    return None  # (3, B, L) mRoPE: transformers never reads packing from these
+
+
+def packed_segments(inputs: Mapping[str, Any]) -> Tensor | None:
+    """(B, L) index of the packed sequence each token belongs to, or None when the call is not packed.
+
+    transformers reads a call with ``position_ids`` and no ``attention_mask`` as several sequences packed
+    in a row ("padding-free" inputs), a new one starting wherever the positions do not step by one.
+    """
+    positions = inputs.get("position_ids")
+    ids = inputs.get("input_ids")
+    if inputs.get("attention_mask") is not None or not isinstance(positions, Tensor) or not isinstance(ids, Tensor):
+        return None
+    text = packing_positions(positions)
+    if text is None:
+        return None
+    text = text.expand(ids.shape).to(ids.device)
+    segments = (text.diff(dim=-1, prepend=text[:, :1] - 1) != 1).long().cumsum(-1)
+    return segments if bool((segments[:, -1] > 0).any()) else None
+
+
+def unpack_segments(
+    input_ids: Tensor, position_ids: Tensor, segments: Tensor, per_token: Mapping[str, Tensor], pad_token_id: int = 0
+) -> PrunedSequences:
+    """One right-padded row per packed sequence (with a 2-D mask), so each sequence attends only to itself."""
+    counts = segments[:, -1] + 1
+    rows = torch.arange(segments.shape[0], device=segments.device).repeat_interleave(counts)
+    starts = torch.cumsum(counts, 0) - counts
+    index = torch.arange(rows.numel(), device=segments.device) - starts.repeat_interleave(counts)
+    member = segments[rows] == index.unsqueeze(1)
+    positions = _expand_positions(position_ids, *segments.shape)
+    return prune_sequences(
+        input_ids[rows],
+        torch.ones_like(member, dtype=torch.long),
+        positions[..., rows.to(positions.device), :],
+        member,
+        per_token={k: v[rows.to(v.device)] for k, v in per_token.items()},
+        padding_side="right",
+        pad_token_id=pad_token_id,
+    )
+
+
+def repack_segments(values: Tensor, unpacked: PrunedSequences, segments: Tensor) -> Tensor:
+    """(S, L', ...) outputs of the unpacked rows back to the packed (B, L, ...) layout."""
+    counts = segments[:, -1] + 1
+    row = (torch.cumsum(counts, 0) - counts).unsqueeze(1) + segments  # (B, L): the unpacked row of each token
+    restored = restore_layout(values, unpacked)
+    columns = torch.arange(segments.shape[1], device=segments.device).expand_as(segments)
+    return restored[row.to(restored.device), columns.to(restored.device)]
+
+
 def _expand_positions(position_ids: Tensor, batch: int, length: int) -> Tensor:
     if position_ids.shape[-1] != length:
         raise ValueError(f"position_ids {tuple(position_ids.shape)} do not match the sequence length {length}")

@@ -40,7 +40,15 @@ from gprune.config import GPruneConfig
 from gprune.errors import UserError
 from gprune.integrations.hf_args import call_cache
 from gprune.layouts import TokenLayout, kept_token_count
-from gprune.pipeline import PruneReport, prune_call, restore_layout
+from gprune.pipeline import (
+    PruneReport,
+    packed_segments,
+    packing_positions,
+    prune_call,
+    repack_segments,
+    restore_layout,
+    unpack_segments,
+)
 from gprune.validation import Keep
 
 STATE_ATTRIBUTE = "_gprune_state"
@@ -193,15 +201,6 @@ def _rest(call: Mapping[str, Any], adapter: ModelAdapter) -> dict[str, Any]:
     return {k: v for k, v in call.items() if k not in consumed}
 
 
-def _packing_positions(position_ids: Tensor) -> Tensor | None:
-    """The 1-D positions transformers reads packed sequences from: (B, L) as is, row 0 of mRoPE's (4, B, L)."""
-    if position_ids.dim() == 2:
-        return position_ids
-    if position_ids.dim() == 3 and position_ids.shape[0] == 4:
-        return position_ids[0]
-    return None  # (3, B, L) mRoPE: transformers never reads packing from these
-
-
 def _with_mask(kwargs: dict[str, Any]) -> dict[str, Any]:
     """Give gapped positions an explicit all-ones mask where transformers would read them as packed sequences.
 
@@ -217,10 +216,18 @@ def _with_mask(kwargs: dict[str, Any]) -> dict[str, Any]:
         return kwargs
     if call_cache(kwargs) is not None:
         return kwargs
-    text = _packing_positions(positions)
+    text = packing_positions(positions)
     if text is None or not bool((text.diff(dim=-1) != 1).any()):
         return kwargs
     return {**kwargs, "attention_mask": torch.ones(ids.shape[:2], dtype=torch.long, device=ids.device)}
+
+
+def _uses_cache(model: torch.nn.Module, call: Mapping[str, Any]) -> bool:
+    """Whether the model will run this call with a KV cache (then transformers never reads packed sequences)."""
+    use_cache = call.get("use_cache")
+    if use_cache is None:
+        use_cache = getattr(model.config.get_text_config(), "use_cache", False)
+    return call_cache(call) is not None or bool(use_cache)
 
 
 def _with_signature(fn: Any, model: torch.nn.Module, name: str) -> Any:
@@ -246,15 +253,32 @@ def _pruned_forward(model: torch.nn.Module) -> Any:
         adapter = state.adapter
         if not adapter.has_images(call):
             return original(*args, **kwargs)
-        pruned_call = prune_call(adapter, call, state.config, for_generate=False)
+        labels = call.pop("labels", None)
+        return_dict = call.pop("return_dict", None)
         rest = _rest(call, adapter)
-        labels = rest.pop("labels", None)
-        return_dict = rest.pop("return_dict", None)
-        out = original(**rest, **pruned_call.model_kwargs, return_dict=True)
+        segments = None if _uses_cache(self, call) else packed_segments(call)
+        unpacked = None
+        if segments is not None:  # padding-free packed sequences: pruned as a padded batch, one row each
+            per_token = {k: call[k] for k in adapter.per_token_keys if isinstance(call.get(k), Tensor)}
+            unpacked = unpack_segments(call["input_ids"], call["position_ids"], segments, per_token)
+            inner = {
+                **call,
+                "input_ids": unpacked.input_ids,
+                "attention_mask": unpacked.attention_mask,
+                "position_ids": unpacked.position_ids,
+                **unpacked.per_token,
+            }
+        pruned_call = prune_call(adapter, call if unpacked is None else inner, state.config, for_generate=False)
         state.last_report = pruned_call.report
-        logits = getattr(out, "logits", None)
-        if isinstance(logits, Tensor) and logits.shape[:2] == pruned_call.sequences.source_index.shape:
-            out.logits = restore_layout(logits, pruned_call.sequences)
+        if unpacked is not None and pruned_call.report.tokens_after == pruned_call.report.tokens_before:
+            out = original(**call, return_dict=True)  # nothing to cut: the packed call as given is exact
+        else:
+            out = original(**rest, **pruned_call.model_kwargs, return_dict=True)
+            logits = getattr(out, "logits", None)
+            if isinstance(logits, Tensor) and logits.shape[:2] == pruned_call.sequences.source_index.shape:
+                out.logits = restore_layout(logits, pruned_call.sequences)
+                if unpacked is not None:
+                    out.logits = repack_segments(out.logits, unpacked, segments)
         if labels is not None:
             # As the model does, on the logits in the original layout (the labels' layout): the loss
             # function gets every keyword that is not a named forward parameter (shift_labels,
