@@ -337,6 +337,22 @@ def test_placeholder_mismatch_is_a_clear_error(tiny):
         tiny.model(**inputs)
 
 
+def test_gprunes_error_stands_where_the_model_accepts_the_call(tiny, monkeypatch):
+    """A call the model accepts but gprune cannot prune gets gprune's error, in forward and generate."""
+    inputs = encode(tiny, [(60, 40)])
+    with gprune.pruned(tiny.model):
+        adapter = tiny.model.__dict__["_gprune_state"].adapter
+
+        def refuse(_inputs):
+            raise ValueError("gprune cannot place these images")
+
+        monkeypatch.setattr(adapter, "encode_images", refuse)
+        with pytest.raises(ValueError, match="^gprune cannot place these images$"):
+            tiny.model(**inputs)
+        with pytest.raises(ValueError, match="^gprune cannot place these images$"):
+            greedy(tiny.model, inputs)
+
+
 def test_keep_out_of_range_and_unsupported_model():
     with pytest.raises(ValueError, match="keep as a ratio must be in"):
         gprune.GPruneConfig(keep=1.5)

@@ -110,8 +110,9 @@ class ModelAdapter(ABC):
 
     def token_ids(self, inputs_embeds: Tensor) -> Tensor:
         """The ids behind a call's ``inputs_embeds`` (-1 where a row is no token's embedding)."""
-        table = self.model.get_input_embeddings().weight
-        return token_ids_from_embeddings(inputs_embeds, table, self.image_token_id)
+        embed = self.model.get_input_embeddings()
+        with torch.no_grad():
+            return token_ids_from_embeddings(inputs_embeds, embed, embed.num_embeddings, self.image_token_id)
 
     def has_images(self, inputs: Mapping[str, Any]) -> bool:
         """Whether this call carries images to prune (the first of `image_input_keys` is present)."""

@@ -149,16 +149,16 @@ class Idefics3Adapter(ModelAdapter):
         out = self.model.get_image_features(
             pixel_values=inputs["pixel_values"], pixel_attention_mask=inputs.get("pixel_attention_mask")
         )
-        images = []
-        for r, (features, counts) in enumerate(zip(out.pooler_output, tiles, strict=True)):
-            lengths = [(n + 1) * view for n in counts]
-            if features.shape[0] != sum(lengths):
-                raise image_token_mismatch(
-                    sum(lengths), features.shape[0], f"row {r}'s pixel values do not fill its image tokens"
-                )
-            for f, n in zip(torch.split(features, lengths), counts, strict=True):
-                images.append(ImageTokens(f, tiled_layout(view, n)))
-        return EncodedImages(images)
+        # The model fills the placeholders with the views in order, whichever row of pixel_values holds
+        # them (a packed row's images may sit in one row): assign views to images the same way.
+        features = torch.cat([f.reshape(-1, f.shape[-1]) for f in out.pooler_output])
+        counts = [n for row in tiles for n in row]
+        lengths = [(n + 1) * view for n in counts]
+        if features.shape[0] != sum(lengths):
+            raise image_token_mismatch(sum(lengths), features.shape[0], "the pixel values do not fill the image tokens")
+        return EncodedImages(
+            [ImageTokens(f, tiled_layout(view, n)) for f, n in zip(torch.split(features, lengths), counts, strict=True)]
+        )
 
     def model_kwargs(self, encoded: EncodedImages, kept: Sequence[Tensor]) -> dict[str, Any]:
         from transformers.modeling_outputs import BaseModelOutputWithPooling

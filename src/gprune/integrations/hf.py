@@ -27,10 +27,10 @@ from __future__ import annotations
 
 import inspect
 import types
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from torch import Tensor
@@ -268,7 +268,11 @@ def _pruned_forward(model: torch.nn.Module) -> Any:
                 "position_ids": unpacked.position_ids,
                 **unpacked.per_token,
             }
-        pruned_call = prune_call(adapter, call if unpacked is None else inner, state.config, for_generate=False)
+        try:
+            pruned_call = prune_call(adapter, call if unpacked is None else inner, state.config, for_generate=False)
+        except ValueError as error:
+            with torch.no_grad():
+                _model_error_first(lambda: original(*args, **kwargs), error)
         state.last_report = pruned_call.report
         if unpacked is not None and pruned_call.report.tokens_after == pruned_call.report.tokens_before:
             out = original(**call, return_dict=True)  # nothing to cut: the packed call as given is exact
@@ -289,6 +293,25 @@ def _pruned_forward(model: torch.nn.Module) -> Any:
         return out.to_tuple() if return_dict is False else out
 
     return _with_signature(forward, model, "forward")
+
+
+def _model_error_first(run_unpruned: Callable[[], Any], error: ValueError) -> NoReturn:
+    """For a call gprune cannot prune, raise what the unpruned model raises for it (its own validation,
+    its own wording), chained to gprune's finding; gprune's error if the model accepts the call."""
+    try:
+        run_unpruned()
+    except Exception as model_error:
+        raise model_error from error
+    raise error
+
+
+def _passing_through(state: _State, generate: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    """Run the original ``generate``; the forward calls it makes go to the model unpruned."""
+    state.passthrough += 1
+    try:
+        return generate(**kwargs)
+    finally:
+        state.passthrough -= 1
 
 
 def _token_budget(kwargs: dict[str, Any], prompt_length: int, model: torch.nn.Module) -> None:
@@ -324,14 +347,14 @@ def _pruned_generate(model: torch.nn.Module) -> Any:
         embeds = kwargs.get("inputs_embeds")
         prompt = input_ids if isinstance(input_ids, Tensor) else embeds
         with torch.no_grad():  # as generate itself: no autograd graph kept for the vision features
-            pruned_call = prune_call(adapter, kwargs, state.config, for_generate=True)
+            try:
+                pruned_call = prune_call(adapter, kwargs, state.config, for_generate=True)
+            except ValueError as error:
+                unpruned = {k: v for k, v in kwargs.items() if k != "max_length"}
+                _model_error_first(lambda: _passing_through(state, original, {**unpruned, "max_new_tokens": 1}), error)
         rest = _rest(kwargs, adapter)
         _token_budget(rest, prompt.shape[1], self)
-        state.passthrough += 1
-        try:
-            out = original(**rest, **pruned_call.model_kwargs)
-        finally:
-            state.passthrough -= 1
+        out = _passing_through(state, original, {**rest, **pruned_call.model_kwargs})
         state.last_report = pruned_call.report
         if not isinstance(input_ids, Tensor):  # made with embeddings only: generate returns the new tokens only
             return out
