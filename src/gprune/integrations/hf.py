@@ -29,7 +29,7 @@ import inspect
 import types
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 import torch
@@ -38,7 +38,8 @@ from torch import Tensor
 from gprune.adapters import ModelAdapter, get_adapter, get_adapter_class
 from gprune.config import GPruneConfig
 from gprune.errors import UserError
-from gprune.integrations.hf_args import call_cache
+from gprune.integrations.hf_args import call_cache, output_cache
+from gprune.integrations.hf_continue import CacheLedger, PrunedPrefix, continuation_kwargs
 from gprune.layouts import TokenLayout, kept_token_count
 from gprune.pipeline import (
     PruneReport,
@@ -77,6 +78,7 @@ class _State:
     saved: dict[str, Any]
     last_report: PruneReport | None = None
     passthrough: int = 0
+    caches: CacheLedger = field(default_factory=CacheLedger)
 
     def original(self, model: Any, name: str) -> Any:
         """The method `apply` found on the instance (an accelerate hook's) or the class's, bound to `model`."""
@@ -337,12 +339,12 @@ def _pruned_generate(model: torch.nn.Module) -> Any:
         if state.passthrough:
             return original(inputs, **kwargs)
         adapter = state.adapter
-        if not adapter.has_images(kwargs):
-            return original(inputs, **kwargs)
         if inputs is not None:
             if kwargs.get("input_ids") is not None:
                 raise TypeError("generate() got both `inputs` and `input_ids`")
             kwargs["input_ids"] = inputs
+        if not adapter.has_images(kwargs):
+            return _continue_or_pass(state, original, kwargs)
         input_ids = kwargs.get("input_ids")
         embeds = kwargs.get("inputs_embeds")
         prompt = input_ids if isinstance(input_ids, Tensor) else embeds
@@ -358,14 +360,36 @@ def _pruned_generate(model: torch.nn.Module) -> Any:
         state.last_report = pruned_call.report
         if not isinstance(input_ids, Tensor):  # made with embeddings only: generate returns the new tokens only
             return out
-        sequences = out if isinstance(out, Tensor) else out.sequences
-        new_tokens = sequences[:, pruned_call.sequences.input_ids.shape[1] :]
-        per_prompt = sequences.shape[0] // input_ids.shape[0]
-        prompt_ids = input_ids.to(sequences.device).repeat_interleave(per_prompt, dim=0)
-        full = torch.cat([prompt_ids, new_tokens], dim=1)
-        if isinstance(out, Tensor):
-            return full
-        out.sequences = full
-        return out
+        tensors = {k: v for k, v in pruned_call.model_kwargs.items() if isinstance(v, Tensor)}
+        prefix = PrunedPrefix(input_ids, tensors)
+        for cache in (call_cache(kwargs), None if isinstance(out, Tensor) else output_cache(out)):
+            state.caches.remember(cache, prefix)
+        return _in_original_layout(out, input_ids, pruned_call.sequences.input_ids.shape[1])
 
     return _with_signature(generate, model, "generate")
+
+
+def _in_original_layout(out: Any, input_ids: Tensor, pruned_length: int) -> Any:
+    """``generate``'s output with the pruned prompt (`pruned_length` columns) replaced by the caller's."""
+    sequences = out if isinstance(out, Tensor) else out.sequences
+    new_tokens = sequences[:, pruned_length:]
+    per_prompt = sequences.shape[0] // input_ids.shape[0]
+    prompt_ids = input_ids.to(sequences.device).repeat_interleave(per_prompt, dim=0)
+    full = torch.cat([prompt_ids, new_tokens], dim=1)
+    if isinstance(out, Tensor):
+        return full
+    out.sequences = full
+    return out
+
+
+def _continue_or_pass(state: _State, original: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    """A call without images: continue a cache a pruned ``generate`` returned, else pass the call on unchanged."""
+    cache = call_cache(kwargs)
+    prefix = state.caches.lookup(cache)
+    call = continuation_kwargs(prefix, kwargs, state.adapter.per_token_keys) if prefix is not None else None
+    if call is None:
+        return original(**kwargs)
+    _token_budget(call, kwargs["input_ids"].shape[1], state.adapter.model)
+    out = _passing_through(state, original, call)
+    state.caches.remember(cache, prefix)
+    return _in_original_layout(out, kwargs["input_ids"], call["input_ids"].shape[1])
