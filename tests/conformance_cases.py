@@ -8,7 +8,6 @@ identical results) and with keep < 1 (same shapes, finite values, the original p
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -19,6 +18,7 @@ from PIL import Image
 from torch import Tensor
 
 import gprune
+from gprune.integrations.hf_args import cache_keyword, output_cache
 from gprune.testing import (
     TinyModel,
     tiny_gemma3,
@@ -65,20 +65,6 @@ def build(family: str, seed: int = 0) -> TinyModel:
     tiny = BUILDERS[family](seed=seed)
     tiny.model.generation_config.eos_token_id = None
     return tiny
-
-
-def cache_keyword(model: torch.nn.Module) -> str:
-    """The name ``forward`` takes the KV cache under: ``cache`` from transformers 5.24, ``past_key_values`` before."""
-    parameters = inspect.signature(type(model).forward).parameters
-    return "cache" if "cache" in parameters else "past_key_values"
-
-
-def returned_cache(output: Any) -> Any:
-    """The cache a ``generate`` output carries, under whichever name this release uses."""
-    for name in ("cache", "past_key_values"):
-        if getattr(output, name, None) is not None:
-            return getattr(output, name)
-    raise AssertionError(f"{type(output).__name__} carries no cache")
 
 
 @dataclass
@@ -240,7 +226,7 @@ def continue_from_cache(f: Family) -> Result:
         "input_ids": first.sequences,
         "attention_mask": torch.nn.functional.pad(inputs["attention_mask"], (0, grown), value=1),
         **{k: torch.nn.functional.pad(inputs[k], (0, grown)) for k in PER_TOKEN_KEYS if k in inputs},  # text
-        cache_keyword(f.model): returned_cache(first),
+        cache_keyword(type(f.model).forward): output_cache(first),
     }
     second = _generate(f.model, more, max_new_tokens=3)
     f.reset()
