@@ -19,17 +19,19 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
-from transformers import AutoModelForCausalLM, LlamaConfig, PretrainedConfig
 
 from gprune.checkpoints import bundled_checkpoints, image_tokens, load_checkpoint
 from gprune.errors import UserError
 from gprune.flops import kv_cache_bytes, llm_prefill_flops
 from gprune.integrations.hf_args import cache_keyword, output_cache
 from gprune.layouts import TokenLayout, kept_token_count, select_in_layout
+
+if TYPE_CHECKING:  # pragma: no cover  (transformers loads when a benchmark runs, not for `gprune --help`)
+    from transformers import LlamaConfig, PretrainedConfig
 
 DEFAULT_KEEPS = (1.0, 0.5, 0.33, 0.22, 0.11)
 MID_SIZE = "mid"  # a random-weight LLaMA text model, LLaVA-NeXT-like but small enough for a CPU
@@ -38,6 +40,8 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 def mid_size_llm_config() -> LlamaConfig:
     """8 layers x 1024 hidden, LLaMA/Vicuna proportions (MHA, SwiGLU 2.75x, Vicuna vocabulary)."""
+    from transformers import LlamaConfig
+
     return LlamaConfig(
         hidden_size=1024,
         intermediate_size=2816,
@@ -50,6 +54,8 @@ def mid_size_llm_config() -> LlamaConfig:
 
 
 def _llm_config(llm: str | PretrainedConfig) -> PretrainedConfig:
+    from transformers import PretrainedConfig
+
     if isinstance(llm, PretrainedConfig):
         return llm
     if llm == MID_SIZE:
@@ -262,6 +268,8 @@ def run_benchmark(
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda was asked for but torch sees no CUDA device")
     torch_dtype = DTYPES[dtype or ("float32" if dev.type == "cpu" else "float16")]
+    from transformers import AutoModelForCausalLM, PretrainedConfig
+
     config = _llm_config(llm)
     if isinstance(llm, PretrainedConfig):
         llm = llm.model_type

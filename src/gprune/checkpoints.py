@@ -14,10 +14,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from transformers import AutoConfig
-from transformers.image_processing_utils import select_best_resolution
-from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
-
 from gprune.errors import UserError
 from gprune.integrations.hf import image_layout
 from gprune.layouts import TokenLayout
@@ -65,6 +61,8 @@ def _config_from_dict(data: dict[str, Any]) -> Any:
     model_type = data.pop("model_type", None)
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise UserError(f"model_type {model_type!r} is not supported; supported: {', '.join(SUPPORTED_MODEL_TYPES)}")
+    from transformers import AutoConfig  # here, not at the top: `gprune --help` runs without transformers
+
     return AutoConfig.for_model(model_type, **data)
 
 
@@ -110,6 +108,8 @@ def image_tokens(checkpoint: Checkpoint, height: int, width: int) -> ImageTokens
         base = int(layout.groups[0].numel())
         if config.model_type == "llava":
             return ImageTokens(layout, 1, base, None, f"{base} tokens ({vision.image_size} px view)")
+        from transformers.image_processing_utils import select_best_resolution
+
         best_h, best_w = select_best_resolution((height, width), config.image_grid_pinpoints)
         tiles_h, tiles_w = best_h // vision.image_size, best_w // vision.image_size
         rows = int(layout.always_keep.numel()) if len(layout.groups) > 1 else 0
@@ -129,6 +129,8 @@ def image_tokens(checkpoint: Checkpoint, height: int, width: int) -> ImageTokens
     }
     layout = image_layout(config, (height, width), **pixels)
     factor = vision.patch_size * vision.spatial_merge_size
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+
     h, w = smart_resize(height, width, factor=factor, **pixels)
     grid = (1, h // vision.patch_size, w // vision.patch_size)
     text = f"resized to {h}x{w}: {grid[1]}x{grid[2]} patches, {vision.spatial_merge_size}x merge"

@@ -9,8 +9,11 @@ from collections.abc import Sequence
 
 import gprune
 from gprune.errors import UserError
+from gprune.integrations.hf_version import require_transformers
 
-# Each module defines `add_command(subparsers)`, which adds its sub-command and sets `handler`.
+# Each module defines `add_command(subparsers)`, which adds its sub-command and sets `handler`. Building
+# the parser imports no transformers (`gprune --help` works with the core alone); a command needs a
+# supported transformers unless it sets ``needs_transformers=False`` in its defaults.
 COMMAND_MODULES: list[str] = [
     "gprune.cli_demo",
     "gprune.cli_run",
@@ -40,6 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
+        if getattr(args, "needs_transformers", True):
+            require_transformers()
         return int(args.handler(args) or 0)
     except (UserError, FileNotFoundError, ValueError) as err:
         print(f"gprune {args.command}: error: {err}", file=sys.stderr)

@@ -76,7 +76,14 @@ def get_adapter_class(model_or_config: Any) -> type[ModelAdapter]:
 
 
 def get_adapter(model: Any) -> ModelAdapter:
-    """An adapter instance bound to `model`."""
+    """An adapter instance bound to `model`; first checks that the installed transformers is supported.
+
+    Every path that runs a model through gprune (`gprune.apply`, model features) binds an adapter here,
+    so an unsupported transformers fails with a clear message instead of deep inside a model call.
+    """
+    from gprune.integrations.hf_version import require_transformers
+
+    require_transformers()
     return get_adapter_class(model)(model)
 
 
