@@ -8,6 +8,8 @@ the same up to fp32 rounding; the tests check the kept sets against the dense fo
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 
@@ -32,14 +34,54 @@ def graph_scores(
     `features` is (N, D) or (B, N, D) in any float dtype; scoring runs in fp32. `mask` (B, N) bool marks
     valid tokens: invalid ones take no part in the graph and score ``-inf``. An all-zero feature vector
     has no cosine direction: it is an isolated node (self-loop only, degree 1) and scores 0.
+    Tokens with the same direction (equal unit vectors) get the same score, bitwise (`_tie_same_directions`).
     Returns fp32 scores (N,) or (B, N).
     """
-    steps, degree, valid, was_2d = _propagate(
-        features, similarity_threshold, temperature, iterations, mask, keep_all_steps=False
-    )
-    scores = steps[-1] / degree.clamp_min(1)
-    scores = scores.masked_fill(~valid, float("-inf"))
-    return scores[0] if was_2d else scores
+    graph = _propagate(features, similarity_threshold, temperature, iterations, mask, keep_all_steps=False)
+    scores = (graph.steps[-1] / graph.degree.clamp_min(1)).masked_fill(~graph.valid, float("-inf"))
+    scores = _tie_same_directions(scores, graph)
+    return scores[0] if graph.was_2d else scores
+
+
+SAME_DIRECTION_RTOL = 1e-5
+"""Neighbours in score order closer than this (relative to the item's top score) are compared for equal
+directions. Only a filter: scores of one direction differ by fp32 rounding, measured up to 5e-7."""
+
+
+def _tie_same_directions(scores: Tensor, graph: _Graph) -> Tensor:
+    """Give tokens of the same direction one score, so their exact tie survives fp32 rounding.
+
+    Tokens whose unit vectors are equal (duplicates; in 1-D all tokens of one sign) are the same node of
+    the graph but for their initial information, so after one propagation step their scores are equal
+    in exact arithmetic. fp32 sums round them apart, and differently with other padding or batch sizes,
+    which would let a batched call keep another of them than a single call. Each run of such tokens,
+    adjacent in score order, takes the run's first score; the stable sort of `top_indices` then keeps
+    the lower indices. Directions are compared on 8 coordinates, then in full where those agree.
+    """
+    values, order = torch.sort(scores, dim=-1, descending=True, stable=True)
+    near = values[..., :-1] - values[..., 1:] <= SAME_DIRECTION_RTOL * values[..., :1].clamp_min(0)
+    if not bool(near.any()):  # NaN gaps between masked tokens compare False
+        return scores
+    item, pos = near.nonzero(as_tuple=True)
+    n = scores.shape[-1]
+    pair = torch.stack([order[item, pos], order[item, pos + 1]]) + item * n  # (2, K) near pairs, flat ids
+    norms = graph.norms.flatten()[pair].unsqueeze(-1)  # zero vectors give NaN: never "the same"
+
+    def rows(tokens: Tensor, columns: slice) -> Tensor:  # index_select: much faster than indexing here
+        picked = graph.features[..., columns].flatten(0, 1).index_select(0, tokens.flatten())
+        return picked.view(*tokens.shape, -1)
+
+    head = rows(pair, slice(0, 8)) / norms
+    same = (head[0] == head[1]).all(dim=-1)
+    if bool(same.any()):
+        full = rows(pair[:, same], slice(None)) / norms[:, same]
+        same[same.clone()] = (full[0] == full[1]).all(dim=-1)
+    linked = torch.zeros_like(near)
+    linked[item, pos] = same
+    starts = torch.cat([torch.ones_like(linked[..., :1]), ~linked], dim=-1)  # (B, N): a run starts here
+    positions = torch.arange(starts.shape[-1], device=scores.device).expand_as(starts)
+    run_start = torch.where(starts, positions, 0).cummax(dim=-1).values
+    return scores.scatter(-1, order, values.gather(-1, run_start))
 
 
 @torch.no_grad()
@@ -57,15 +99,24 @@ def information_flow(
     information ``w_i = ||X_i||``. P is row-stochastic, so every row sums to the same total. Use it to
     see where information concentrates. Returns fp32 (T + 1, N) or (B, T + 1, N); masked tokens hold 0.
     """
-    steps, _, _, was_2d = _propagate(features, similarity_threshold, temperature, iterations, mask, keep_all_steps=True)
-    flow = torch.stack(steps, dim=-2)
-    return flow[0] if was_2d else flow
+    graph = _propagate(features, similarity_threshold, temperature, iterations, mask, keep_all_steps=True)
+    flow = torch.stack(graph.steps, dim=-2)
+    return flow[0] if graph.was_2d else flow
 
 
 GRAPH_CHUNK_BYTES = 32 * 2**20
 """Batch items are scored in chunks whose N x N fp32 buffers stay under this size. One big batched call
 was measured slower on CPU (cache misses on the N x N passes); on a GPU a 2880-token graph alone fills
 the device, and small graphs still batch by the dozen."""
+
+
+class _Graph(NamedTuple):
+    steps: list[Tensor]  # information per step, (B, N) each (only the last unless keep_all_steps)
+    degree: Tensor  # (B, N) edges per token, self included
+    features: Tensor  # (B, N, D) fp32, masked rows zeroed
+    norms: Tensor  # (B, N) initial information ||X_i||
+    valid: Tensor  # (B, N) bool
+    was_2d: bool
 
 
 def _propagate(
@@ -76,8 +127,8 @@ def _propagate(
     mask: Tensor | None,
     *,
     keep_all_steps: bool,
-) -> tuple[list[Tensor], Tensor, Tensor, bool]:
-    """Build the graph and propagate: (information per step (B, N), degree (B, N), valid (B, N), was_2d).
+) -> _Graph:
+    """Build the graph and propagate.
 
     The one implementation behind `graph_scores` and `information_flow`. With ``keep_all_steps=False``
     only the last step is returned, so scoring holds no extra (B, N) buffers.
@@ -98,7 +149,7 @@ def _propagate(
     ]
     steps = [torch.cat(step_parts) for step_parts in zip(*(p[0] for p in parts), strict=True)]
     degree = torch.cat([p[1] for p in parts])
-    return steps, degree, valid, was_2d
+    return _Graph(steps, degree, x, info, valid, was_2d)
 
 
 def _propagate_chunk(
