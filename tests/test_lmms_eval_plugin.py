@@ -144,6 +144,26 @@ def process_results(doc, results):
 '''
 
 
+def _toy_task(checkpoint, tmp_path, data_file: str | None = None) -> None:
+    """The toy task in `tmp_path`: the two docs twice (4 docs), answers = transformers' unpruned ones."""
+    import json
+
+    data = tmp_path / "toy.jsonl"
+    pairs = zip(DOCS.values(), _reference(checkpoint), strict=True)
+    rows = [{"q": doc["q"], "rgb": list(doc["img"]), "answer": a} for doc, a in pairs]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows * 2))
+    (tmp_path / "toy.yaml").write_text(TOY_TASK.format(data=data_file or data))
+    (tmp_path / "toy_utils.py").write_text(TOY_UTILS)
+
+
+def _cli_args(checkpoint, tmp_path) -> list[str]:
+    return [
+        "--model", "gprune", "--model_args", f"pretrained={checkpoint},method=gprune,keep_ratio=1.0,device=cpu",
+        "--tasks", "gprune_toy", "--include_path", str(tmp_path), "--batch_size", "1",
+        "--output_path", str(tmp_path / "out"), "--log_samples",
+    ]
+
+
 def test_lmms_eval_cli_under_accelerate_with_two_processes(checkpoint, tmp_path):
     """`accelerate launch --num_processes 2 -m lmms_eval --model gprune ...` end to end (CPU, gloo)."""
     import json
@@ -152,23 +172,67 @@ def test_lmms_eval_cli_under_accelerate_with_two_processes(checkpoint, tmp_path)
 
     pytest.importorskip("datasets")
     pytest.importorskip("pytablewriter")
-    data = tmp_path / "toy.jsonl"
-    answers = _reference(checkpoint)
-    pairs = zip(DOCS.values(), answers, strict=True)
-    rows = [{"q": doc["q"], "rgb": list(doc["img"]), "answer": a} for doc, a in pairs]
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows * 2))  # 4 docs: 2 per process
-    (tmp_path / "toy.yaml").write_text(TOY_TASK.format(data=data))
-    (tmp_path / "toy_utils.py").write_text(TOY_UTILS)
-    out = tmp_path / "out"
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu", "-m", "lmms_eval",
-        "--model", "gprune", "--model_args", f"pretrained={checkpoint},method=gprune,keep_ratio=1.0,device=cpu",
-        "--tasks", "gprune_toy", "--include_path", str(tmp_path), "--batch_size", "1",
-        "--output_path", str(out), "--log_samples",
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    _toy_task(checkpoint, tmp_path)
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu", "-m", "lmms_eval"]
+    done = subprocess.run(
+        launch + _cli_args(checkpoint, tmp_path), capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "gprune: " not in done.stderr  # the exit guard stays silent when the run evaluated its requests
+    out = tmp_path / "out"
     samples = [json.loads(line) for f in out.rglob("*samples_gprune_toy.jsonl") for line in f.read_text().splitlines()]
     assert len(samples) == 4
     # keep 1.0 through the pruning path reproduces transformers' unpruned answers in every process
     assert all(s["toy_match"] == 1.0 for s in samples), [s["filtered_resps"] for s in samples]
+
+
+# lmms-eval's CLI logs these failures and exits 0 having evaluated nothing; the gprune model makes it exit 1.
+# filelock >= 4.3 has no filelock._api: load all of filelock (it loads lazily), then make that import fail.
+HIDE_FILELOCK_API = (
+    "import sys, filelock; [getattr(filelock, n) for n in filelock.__all__]; sys.modules['filelock._api'] = None; "
+)
+
+
+@pytest.mark.parametrize(
+    ("prelude", "data_file", "message"),
+    [
+        (HIDE_FILELOCK_API, None, 'the gprune model failed: ImportError: lmms-eval 0.7.3 imports filelock._api, '
+                                  'which filelock 4.3 removed: pip install "filelock<4.3"'),
+        ("", "missing.jsonl", "lmms-eval built the gprune model but evaluated no request"),
+    ],
+    ids=["filelock-4.3", "no-dataset"],
+)
+def test_lmms_eval_cli_that_evaluates_nothing_exits_non_zero(checkpoint, tmp_path, prelude, data_file, message):
+    import subprocess
+    import sys
+
+    pytest.importorskip("datasets")
+    pytest.importorskip("pytablewriter")
+    _toy_task(checkpoint, tmp_path, data_file=str(tmp_path / data_file) if data_file else None)
+    run = prelude + "from lmms_eval.__main__ import cli_evaluate; cli_evaluate()"  # what `lmms-eval` runs
+    command = [sys.executable, "-c", run, *_cli_args(checkpoint, tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 1, done.stderr[-3000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("gprune: ") and message in last, done.stderr[-3000:]
+    assert not list((tmp_path / "out").rglob("*samples_gprune_toy.jsonl"))
+
+
+def test_the_exit_guard_judges_a_run_only_under_the_lmms_eval_cli(checkpoint, monkeypatch):
+    from gprune.lmms_eval_plugin import _GUARD, _ExitGuard
+
+    _model(checkpoint, method="none", device="cpu")
+    assert not _GUARD.armed  # built under pytest, not lmms-eval's CLI: no exit handler
+    guard = _ExitGuard()
+    monkeypatch.setattr("sys.argv", ["lmms-eval", "--model", "gprune"])
+    monkeypatch.setenv("RANK", "0")
+    assert "evaluated no request" in guard.failure()
+    monkeypatch.setenv("RANK", "1")  # ranks past the documents get no request
+    assert guard.failure() is None
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setattr("sys.argv", ["lmms-eval", "--model", "gprune", "--use_cache", "cache/"])
+    assert guard.failure() is None  # every answer may come from the response cache
+    guard.answered = 3
+    with pytest.raises(ValueError), guard.watch():
+        raise ValueError("bad\nrequest")
+    assert guard.failure() == "the gprune model failed: ValueError: bad request"

@@ -18,14 +18,28 @@ task sets none), ``chat_template``.
 Under ``accelerate launch`` each process loads the model on its own GPU (``cuda:<local rank>``) and
 lmms-eval shards the requests by ``rank`` / ``world_size``; the model is not wrapped in DDP (inference
 only), so `gprune.apply` prunes the very instance that runs.
+
+lmms-eval's CLI catches every error of a run, logs it and exits 0 with no results. In a process running
+that CLI, a gprune model therefore checks at exit (`_ExitGuard`) that the run evaluated something, and
+otherwise ends the process with status 1 and one line naming the cause (docs/evaluation.md).
 """
 
 from __future__ import annotations
 
+import atexit
+import functools
+import importlib
 import json
-from typing import Any
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, TypeVar
 
 import torch
+from packaging.version import Version
 from PIL import Image
 
 from gprune.config import GPruneConfig
@@ -42,6 +56,101 @@ except ImportError as err:  # pragma: no cover - only imported by lmms-eval itse
 IMAGE_TOKEN = "<image>"
 FALLBACK_TEMPLATE = "USER: {content} ASSISTANT:"
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+# lmms-eval up to this version imports filelock._api once evaluation starts; filelock 4.3 removed it.
+_LAST_LMMS_EVAL_NEEDING_FILELOCK_API = Version("0.7.3")
+_Method = TypeVar("_Method", bound=Callable[..., list[Any]])
+
+
+def check_lmms_eval_runtime() -> None:
+    """Raise ImportError, naming the fix, if lmms-eval's evaluator will fail on an import it makes late.
+
+    lmms-eval 0.7.3 imports ``filelock._api`` after building the model; with filelock >= 4.3 that
+    fails and its CLI exits 0 having evaluated nothing. Checked here, before a checkpoint is loaded.
+    """
+    try:
+        if Version(version("lmms-eval")) > _LAST_LMMS_EVAL_NEEDING_FILELOCK_API:
+            return
+    except PackageNotFoundError:  # pragma: no cover - lmms_eval importable without its metadata
+        pass
+    try:
+        importlib.import_module("filelock._api")
+    except ImportError as err:
+        raise ImportError(
+            'lmms-eval 0.7.3 imports filelock._api, which filelock 4.3 removed: pip install "filelock<4.3"'
+        ) from err
+
+
+def _running_lmms_eval_cli() -> bool:
+    """Whether this process runs lmms-eval's CLI (``python -m lmms_eval``, ``lmms-eval``, under accelerate)."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return getattr(spec, "name", None) == "lmms_eval.__main__" or "lmms_eval.__main__" in sys.modules
+
+
+class _ExitGuard:
+    """Gives a failed lmms-eval CLI run through gprune a non-zero exit status.
+
+    lmms-eval's CLI (0.7.3) catches the exceptions of a run, logs them and exits 0 writing no results.
+    Armed when a gprune model is constructed in a process running that CLI, the guard checks at exit:
+    if the model, its construction or a request raised, or (global rank 0 only: lmms-eval gives a rank
+    no request when a task has fewer documents than processes) the model answered no request without
+    ``--use_cache`` (which may answer all from its cache), it prints one line naming the cause and ends
+    the process with status 1. ``os._exit`` is the only way an exit handler can set the status; the
+    handlers registered before this one (at import time: logging, loguru, multiprocessing) are skipped.
+    """
+
+    def __init__(self) -> None:
+        self.armed = False
+        self.answered = 0
+        self.error: str | None = None
+
+    def arm(self) -> None:
+        if not self.armed and _running_lmms_eval_cli():
+            self.armed = True
+            atexit.register(self.check)
+
+    @contextmanager
+    def watch(self) -> Iterator[None]:
+        """Record the first exception raised inside (lmms-eval will swallow it), then re-raise it."""
+        try:
+            yield
+        except Exception as err:
+            if self.error is None:
+                self.error = " ".join(f"{type(err).__name__}: {err}".split())
+            raise
+
+    def failure(self) -> str | None:
+        """Why the run failed, or None."""
+        if self.error is not None:
+            return f"the gprune model failed: {self.error}"
+        uses_cache = any(arg.split("=")[0] == "--use_cache" for arg in sys.argv[1:])
+        if self.answered == 0 and not uses_cache and int(os.environ.get("RANK", "0")) == 0:
+            return "lmms-eval built the gprune model but evaluated no request (its error is logged above)"
+        return None
+
+    def check(self) -> None:
+        reason = self.failure() if self.armed else None
+        if reason is None:
+            return
+        sys.stdout.flush()
+        print(f"gprune: {reason}; exit status 1 (lmms-eval's CLI exits 0 after errors)", file=sys.stderr, flush=True)
+        logging.shutdown()
+        os._exit(1)
+
+
+_GUARD = _ExitGuard()
+
+
+def _watched(method: _Method) -> _Method:
+    """Count a request method's answers for the exit guard and record what it raises."""
+
+    @functools.wraps(method)
+    def run(self: Any, requests: list[Any]) -> list[Any]:
+        with _GUARD.watch():
+            results = method(self, requests)
+        _GUARD.answered += len(results)
+        return results
+
+    return run  # type: ignore[return-value]
 
 
 def manifest() -> ModelManifest:
@@ -112,39 +221,42 @@ class GPruneLMM(lmms):
         **unknown: Any,
     ) -> None:
         super().__init__()
-        if unknown:
-            raise ValueError(f"unknown gprune model_args: {sorted(unknown)}")
-        if int(batch_size) != 1:
-            raise ValueError("the gprune lmms-eval model runs batch_size 1 (pruned lengths differ per image)")
-        from accelerate import Accelerator
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+        _GUARD.arm()
+        with _GUARD.watch():
+            check_lmms_eval_runtime()
+            if unknown:
+                raise ValueError(f"unknown gprune model_args: {sorted(unknown)}")
+            if int(batch_size) != 1:
+                raise ValueError("the gprune lmms-eval model runs batch_size 1 (pruned lengths differ per image)")
+            from accelerate import Accelerator
+            from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        self.gprune_config = build_config(
-            method, keep_ratio, keep_tokens, positions, similarity_threshold, temperature, iterations, method_params
-        )
-        accelerator = Accelerator()
-        if accelerator.num_processes > 1 and str(device).startswith("cuda"):
-            device = f"cuda:{accelerator.local_process_index}"  # one GPU per process
-        self._rank, self._world_size = accelerator.local_process_index, accelerator.num_processes
-        self.accelerator = accelerator
-        self._device = torch.device(device)
-        if dtype == "auto":
-            torch_dtype: Any = torch.float16 if self._device.type == "cuda" else torch.float32
-        elif dtype in _DTYPES:
-            torch_dtype = _DTYPES[dtype]
-        else:
-            raise ValueError(f"dtype must be auto or one of {sorted(_DTYPES)}, got {dtype!r}")
-        kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
-        self.processor = AutoProcessor.from_pretrained(pretrained)
-        if chat_template is not None:
-            self.processor.chat_template = chat_template
-        self._model = AutoModelForImageTextToText.from_pretrained(pretrained, dtype=torch_dtype, **kwargs)
-        self._model.to(self._device).eval()
-        if self.gprune_config is not None:
-            apply(self._model, self.gprune_config)  # raises naming the supported model types
-        self.tokenizer = self.processor.tokenizer
-        self.max_new_tokens = int(max_new_tokens)
-        self.visual_tokens = {"before": 0, "after": 0, "calls": 0}
+            self.gprune_config = build_config(
+                method, keep_ratio, keep_tokens, positions, similarity_threshold, temperature, iterations, method_params
+            )
+            accelerator = Accelerator()
+            if accelerator.num_processes > 1 and str(device).startswith("cuda"):
+                device = f"cuda:{accelerator.local_process_index}"  # one GPU per process
+            self._rank, self._world_size = accelerator.local_process_index, accelerator.num_processes
+            self.accelerator = accelerator
+            self._device = torch.device(device)
+            if dtype == "auto":
+                torch_dtype: Any = torch.float16 if self._device.type == "cuda" else torch.float32
+            elif dtype in _DTYPES:
+                torch_dtype = _DTYPES[dtype]
+            else:
+                raise ValueError(f"dtype must be auto or one of {sorted(_DTYPES)}, got {dtype!r}")
+            kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+            self.processor = AutoProcessor.from_pretrained(pretrained)
+            if chat_template is not None:
+                self.processor.chat_template = chat_template
+            self._model = AutoModelForImageTextToText.from_pretrained(pretrained, dtype=torch_dtype, **kwargs)
+            self._model.to(self._device).eval()
+            if self.gprune_config is not None:
+                apply(self._model, self.gprune_config)  # raises naming the supported model types
+            self.tokenizer = self.processor.tokenizer
+            self.max_new_tokens = int(max_new_tokens)
+            self.visual_tokens = {"before": 0, "after": 0, "calls": 0}
 
     @property
     def model(self) -> torch.nn.Module:
@@ -190,6 +302,7 @@ class GPruneLMM(lmms):
 
     # ------------------------------------------------------------------ lmms-eval API
 
+    @_watched
     @torch.no_grad()
     def generate_until(self, requests: list[Any]) -> list[str]:
         results = []
@@ -220,6 +333,7 @@ class GPruneLMM(lmms):
             self.cache_hook.add_partial("generate_until", (context, gen_kwargs), results[-1])
         return results
 
+    @_watched
     @torch.no_grad()
     def loglikelihood(self, requests: list[Any]) -> list[tuple[float, bool]]:
         """Sum of log-probabilities of the continuation tokens, and whether greedy decoding yields them.
@@ -246,5 +360,6 @@ class GPruneLMM(lmms):
             results.append((logprob, greedy))
         return results
 
+    @_watched
     def generate_until_multi_round(self, requests: list[Any]) -> list[str]:
         raise NotImplementedError("the gprune lmms-eval model does not support multi-round generation")
