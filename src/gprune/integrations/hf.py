@@ -42,6 +42,7 @@ from gprune.integrations.hf_args import call_cache, output_cache
 from gprune.integrations.hf_continue import CacheLedger, PrunedPrefix, continuation_kwargs
 from gprune.layouts import TokenLayout, kept_token_count
 from gprune.pipeline import (
+    PrunedSequences,
     PruneReport,
     packed_segments,
     packing_positions,
@@ -259,19 +260,10 @@ def _pruned_forward(model: torch.nn.Module) -> Any:
         return_dict = call.pop("return_dict", None)
         rest = _rest(call, adapter)
         segments = None if _uses_cache(self, call) else packed_segments(call)
-        unpacked = None
-        if segments is not None:  # padding-free packed sequences: pruned as a padded batch, one row each
-            per_token = {k: call[k] for k in adapter.per_token_keys if isinstance(call.get(k), Tensor)}
-            unpacked = unpack_segments(call["input_ids"], call["position_ids"], segments, per_token)
-            inner = {
-                **call,
-                "input_ids": unpacked.input_ids,
-                "attention_mask": unpacked.attention_mask,
-                "position_ids": unpacked.position_ids,
-                **unpacked.per_token,
-            }
+        unpacked = None if segments is None else _unpack(call, segments, adapter)
         try:
-            pruned_call = prune_call(adapter, call if unpacked is None else inner, state.config, for_generate=False)
+            to_prune = call if unpacked is None else {**call, **_sequence_kwargs(unpacked)}
+            pruned_call = prune_call(adapter, to_prune, state.config, for_generate=False)
         except ValueError as error:
             with torch.no_grad():
                 _model_error_first(lambda: original(*args, **kwargs), error)
@@ -295,6 +287,21 @@ def _pruned_forward(model: torch.nn.Module) -> Any:
         return out.to_tuple() if return_dict is False else out
 
     return _with_signature(forward, model, "forward")
+
+
+def _unpack(call: Mapping[str, Any], segments: Tensor, adapter: ModelAdapter) -> PrunedSequences:
+    """Padding-free packed sequences as a right-padded batch, one row each, to be pruned like any batch."""
+    per_token = {k: call[k] for k in adapter.per_token_keys if isinstance(call.get(k), Tensor)}
+    return unpack_segments(call["input_ids"], call["position_ids"], segments, per_token)
+
+
+def _sequence_kwargs(sequences: PrunedSequences) -> dict[str, Tensor]:
+    return {
+        "input_ids": sequences.input_ids,
+        "attention_mask": sequences.attention_mask,
+        "position_ids": sequences.position_ids,
+        **sequences.per_token,
+    }
 
 
 def _model_error_first(run_unpruned: Callable[[], Any], error: ValueError) -> NoReturn:
