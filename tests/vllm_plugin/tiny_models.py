@@ -1,0 +1,71 @@
+"""Tiny random-weight checkpoints that vLLM 0.32 (CPU) loads, saved with `save_pretrained`.
+
+They are gprune's test models (`gprune.testing`) with what vLLM's CPU build needs: a text head_dim of 32
+(CPU attention supports 32, 64, 80, ...), and for LLaVA-NeXT the CLIP tower's keys renamed from
+transformers 5.19's ``vision_tower.embeddings...`` to the ``vision_tower.vision_model...`` vLLM expects.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from gprune.testing.llava import tiny_llava_next
+
+
+def save_llava_next(path: Path) -> Path:
+    """A tiny LLaVA-NeXT (4x4-token base view of a 32 px tile, grids up to 2x2 / 1x3, head_dim 32)."""
+    tiny = tiny_llava_next(hidden=128, dtype=torch.float32)
+    tiny.model.save_pretrained(path)
+    tiny.processor.save_pretrained(path)
+    weights = path / "model.safetensors"
+    tensors = load_file(weights)
+    old, new = "vision_tower.", "vision_tower.vision_model."
+    renamed = {new + k[len(old) :] if k.startswith(old) and not k.startswith(new) else k: v for k, v in tensors.items()}
+    save_file(renamed, weights, metadata={"format": "pt"})
+    return path
+
+
+def save_qwen2_5_vl(path: Path, *, max_merged_tokens: int = 64) -> Path:
+    """A tiny Qwen2.5-VL (text width 128, 4 heads of 32, mRoPE sections 4/6/6; a 2-block vision tower).
+
+    Images are resized to between 2x2 and about `max_merged_tokens` merged tokens (14 px patches, 2x2 merge).
+    """
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
+
+    from gprune.testing.qwen import IMAGE_PAD, VIDEO_PAD, VISION_END, VISION_START, _vision_config, tiny_qwen_tokenizer
+
+    tokenizer = tiny_qwen_tokenizer()
+    ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in (IMAGE_PAD, VIDEO_PAD, VISION_START, VISION_END)}
+    hidden = 128
+    text = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": hidden,
+        "intermediate_size": 256,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6]},
+        "max_position_embeddings": 4096,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    config = Qwen2_5_VLConfig(
+        text_config=text,
+        vision_config=_vision_config("qwen2_5_vl", hidden),
+        image_token_id=ids[IMAGE_PAD],
+        video_token_id=ids[VIDEO_PAD],
+        vision_start_token_id=ids[VISION_START],
+        vision_end_token_id=ids[VISION_END],
+    )
+    config.eos_token_id = tokenizer.eos_token_id
+    config.pad_token_id = tokenizer.pad_token_id
+    torch.manual_seed(0)
+    Qwen2_5_VLForConditionalGeneration(config).eval().save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    side = 28
+    Qwen2VLImageProcessor(min_pixels=(2 * side) ** 2, max_pixels=max_merged_tokens * side**2).save_pretrained(path)
+    return path
