@@ -55,3 +55,26 @@ class EmbedRecorder:
 
     def outputs(self) -> list[Any]:
         return [t for _, out in self.calls for t in out]
+
+
+class PositionRecorder:
+    """Records the positions each engine step hands the language model (instance-level wrapper)."""
+
+    def __init__(self, language_model: Any) -> None:
+        self.module = language_model
+        self.steps: list[Any] = []
+        self._original: Callable[..., Any] = language_model.forward
+
+    def __enter__(self) -> PositionRecorder:
+        def record(*args: Any, **kwargs: Any) -> Any:
+            positions = kwargs["positions"] if "positions" in kwargs else args[1]
+            self.steps.append(positions.detach().clone())
+            return self._original(*args, **kwargs)
+
+        self.module.forward = record
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        del self.module.forward
+
+
