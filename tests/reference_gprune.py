@@ -23,22 +23,25 @@ def reference_scores(x: Tensor, threshold: float = 0.5, tau: float = 0.03, itera
     return flow / degree
 
 
-def reference_select(x: Tensor, ratio: float, **kwargs: float) -> Tensor:
+def reference_select(x: Tensor, ratio: float, k: int | None = None, **kwargs: float) -> Tensor:
     scores = reference_scores(x, **kwargs)
-    k = int(ratio * x.shape[0])
+    k = int(ratio * x.shape[0]) if k is None else k
     return torch.topk(scores, k).indices.sort().values
 
 
 def reference_select_llava_next(
     x: Tensor, base: int, rows: int, cols: int, ratio: float, **kwargs: float
 ) -> Tensor:
-    """The released code's LLaVA-NeXT grouping: base and grid scored apart, newlines always kept."""
+    """The released code's LLaVA-NeXT grouping: base and grid scored apart, newlines always kept.
+
+    The grid keeps ``int(ratio * rows * cols)`` tokens, evaluated left to right as the released line is.
+    """
     kept_base = reference_select(x[:base], ratio, **kwargs)
     if rows == 0:
         return torch.cat([kept_base, torch.tensor([base])])
     packed = x[base:].reshape(rows, cols + 1, -1)
     grid = packed[:, :cols].reshape(rows * cols, -1)
-    kept_grid = reference_select(grid, ratio, **kwargs)
+    kept_grid = reference_select(grid, ratio, int(ratio * rows * cols), **kwargs)
     r, c = kept_grid // cols, kept_grid % cols
     kept_grid_packed = base + r * (cols + 1) + c
     newlines = base + torch.arange(rows) * (cols + 1) + cols

@@ -7,6 +7,7 @@ Model adapters build layouts; nothing here knows about model classes.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,8 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from gprune.core import keep_count
-from gprune.methods import get_method
+from gprune.methods import Grouping, get_grouping, get_method
 from gprune.validation import Keep, check_features, check_keep
 
 
@@ -30,6 +30,9 @@ class TokenLayout:
     length: int
     groups: tuple[Tensor, ...]
     always_keep: Tensor
+    group_shapes: tuple[tuple[int, ...], ...] | None = None
+    """Each group's size as the factors the released code multiplies a keep ratio by, left to right
+    (LLaVA-NeXT's grid: ``(rows, cols)``, counted ``int(ratio * rows * cols)``); None: each size alone."""
 
     def __post_init__(self) -> None:
         seen = torch.cat([*self.groups, self.always_keep]) if self.groups else self.always_keep
@@ -37,6 +40,16 @@ class TokenLayout:
             raise ValueError(f"layout groups and always-kept tokens must partition range({self.length})")
         if any(g.numel() == 0 for g in self.groups):
             raise ValueError("layout has an empty group")
+        if self.group_shapes is not None and (
+            len(self.group_shapes) != len(self.groups)
+            or any(math.prod(s) != g.numel() for s, g in zip(self.group_shapes, self.groups, strict=False))
+        ):
+            sizes = [int(g.numel()) for g in self.groups]
+            raise ValueError(f"group_shapes {self.group_shapes} do not multiply to the group sizes {sizes}")
+
+    def shapes(self) -> tuple[tuple[int, ...], ...]:
+        """`group_shapes`, or each group's size as a 1-tuple."""
+        return self.group_shapes or tuple((int(g.numel()),) for g in self.groups)
 
 
 def single_group_layout(length: int) -> TokenLayout:
@@ -71,7 +84,8 @@ def llava_next_layout(base_tokens: int, grid_rows: int, grid_cols: int) -> Token
     cells = torch.arange(grid_rows * (grid_cols + 1)).view(grid_rows, grid_cols + 1) + base_tokens
     grid = cells[:, :grid_cols].reshape(-1)
     newlines = cells[:, grid_cols]
-    return TokenLayout(base_tokens + grid_rows * (grid_cols + 1), (base, grid), newlines)
+    shapes = ((base_tokens,), (grid_rows, grid_cols))  # the released count: int(ratio * row_num * col_num)
+    return TokenLayout(base_tokens + grid_rows * (grid_cols + 1), (base, grid), newlines, shapes)
 
 
 def tiled_layout(tokens_per_view: int, tiles: int) -> TokenLayout:
@@ -90,17 +104,31 @@ def tiled_layout(tokens_per_view: int, tiles: int) -> TokenLayout:
     return TokenLayout(split + tokens_per_view, groups, torch.empty(0, dtype=torch.long))
 
 
-def group_keep_counts(layout: TokenLayout, keep: Keep) -> list[int]:
+def ratio_count(ratio: float, shape: Sequence[int], *, rounding: str = "floor") -> int:
+    """Tokens a ratio keeps of a group of ``prod(shape)``: ``int(ratio * shape[0] * shape[1] ...)``, at least 1.
+
+    The product is evaluated left to right, as the released code writes it (``int(keep_ratio * row_num *
+    col_num)`` differs from ``int(keep_ratio * (row_num * col_num))`` in about 1-2% of grids).
+    ``rounding="round"`` gives ``int(round(...))`` (DivPrune's released count).
+    """
+    value = ratio
+    for factor in shape:
+        value *= factor
+    return max(1, int(round(value)) if rounding == "round" else int(value))
+
+
+def group_keep_counts(layout: TokenLayout, keep: Keep, *, rounding: str = "floor") -> list[int]:
     """Tokens kept in each group.
 
-    A ratio applies to every group alike (``int(ratio * n_g)``, at least 1), as the released code does.
-    A count is a budget for the whole image, always-kept tokens included: what remains after them is
-    split across groups in proportion to their sizes (largest remainder), at least one per group.
+    A ratio applies to every group alike (`ratio_count`: ``int(ratio * rows * cols)`` in the released
+    order, at least 1). A count is a budget for the whole image, always-kept tokens included: what remains
+    after them is split across groups in proportion to their sizes (largest remainder), at least one per
+    group.
     """
     keep = check_keep(keep)
     sizes = [int(g.numel()) for g in layout.groups]
     if isinstance(keep, float):
-        return [keep_count(keep, n) for n in sizes]
+        return [ratio_count(keep, shape, rounding=rounding) for shape in layout.shapes()]
     budget = min(keep, layout.length) - int(layout.always_keep.numel())
     if budget < len(sizes):
         raise ValueError(
@@ -123,9 +151,16 @@ def group_keep_counts(layout: TokenLayout, keep: Keep) -> list[int]:
     return counts
 
 
-def kept_token_count(layout: TokenLayout, keep: Keep) -> int:
-    """Visual tokens one image keeps under `keep`: a pure function of layout and keep setting."""
-    return sum(group_keep_counts(layout, keep)) + int(layout.always_keep.numel())
+def method_layout(layout: TokenLayout, grouping: Grouping) -> TokenLayout:
+    """The layout a method's grouping scores: `layout` itself, or one group over the whole packed image."""
+    return single_group_layout(layout.length) if grouping.whole_image else layout
+
+
+def kept_token_count(layout: TokenLayout, keep: Keep, *, method: str = "gprune") -> int:
+    """Visual tokens one image keeps under `keep` and `method`: a pure function of layout, keep and method."""
+    grouping = get_grouping(method)
+    scored = method_layout(layout, grouping)
+    return sum(group_keep_counts(scored, keep, rounding=grouping.rounding)) + int(scored.always_keep.numel())
 
 
 def select_groups(
@@ -158,17 +193,20 @@ def select_in_layouts(
     """Kept indices (ascending, on the CPU) into each image's packed features under its layout.
 
     The groups of all images are selected in one `select_groups` call, so groups of equal size from
-    different images are scored together; every image's always-kept tokens are added.
+    different images are scored together; every image's always-kept tokens are added. A method registered
+    with whole-image grouping (e.g. "divprune-released") scores each packed image as one group instead.
     """
     if len(features) != len(layouts):
         raise ValueError(f"got {len(features)} feature tensors but {len(layouts)} layouts")
+    grouping = get_grouping(method)
+    layouts = [method_layout(layout, grouping) for layout in layouts]
     groups: list[Tensor] = []
     counts: list[int] = []
     for f, layout in zip(features, layouts, strict=True):
         if f.dim() != 2 or f.shape[0] != layout.length:
             raise ValueError(f"packed features have shape {tuple(f.shape)} but the layout expects ({layout.length}, D)")
         groups.extend(f[g.to(f.device)] for g in layout.groups)
-        counts.extend(group_keep_counts(layout, keep))
+        counts.extend(group_keep_counts(layout, keep, rounding=grouping.rounding))
     chosen = select_groups(groups, counts, method=method, **params) if groups else []
     kept, i = [], 0
     for layout in layouts:
