@@ -26,12 +26,23 @@ def check_keep(keep: object, name: str = "keep") -> Keep:
     return keep
 
 
+MAX_SIMILARITY_THRESHOLD = 1.0 - 1e-6
+"""Thresholds from here to 1 are rejected: a computed self-similarity is 1 only up to rounding (fp32 at
+D = 4096: within 1e-6; checked in tests), so such an edge test would be decided by rounding."""
+
+
 def check_scoring_params(similarity_threshold: float, temperature: float, iterations: int) -> None:
     """Validate the three G-Prune hyper-parameters."""
     if isinstance(similarity_threshold, bool) or not isinstance(similarity_threshold, Real):
         raise TypeError(f"similarity_threshold must be a number, got {similarity_threshold!r}")
-    if not -1.0 <= float(similarity_threshold) < 1.0:
-        raise ValueError(f"similarity_threshold must be in [-1, 1), got {similarity_threshold}")
+    if not -1.0 <= float(similarity_threshold) < MAX_SIMILARITY_THRESHOLD:
+        if float(similarity_threshold) < 1.0 and float(similarity_threshold) >= -1.0:
+            raise ValueError(
+                f"similarity_threshold must be below 1 - 1e-6, got {similarity_threshold}: that close to 1 "
+                "whether a token's own similarity (1 up to rounding) or a duplicate's counts as an edge is "
+                "decided by rounding (the released code then drops self-loops)"
+            )
+        raise ValueError(f"similarity_threshold must be in [-1, 1 - 1e-6), got {similarity_threshold}")
     if isinstance(temperature, bool) or not isinstance(temperature, Real):
         raise TypeError(f"temperature must be a number, got {temperature!r}")
     if not math.isfinite(float(temperature)) or float(temperature) <= 0.0:
