@@ -10,10 +10,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gprune import GPruneConfig, available_methods, get_method, llava_next_layout, select_in_layout
+from gprune import GPruneConfig, available_methods, get_method, kept_token_count, llava_next_layout, select_in_layout
 from gprune.config import PAPER_SIMILARITY_THRESHOLD
 
-BASELINES = {"random", "l2norm", "uniform", "divprune", "dart", "gprune-paper"}
+BASELINES = {
+    "random", "l2norm", "uniform", "divprune", "divprune-released", "dart", "dart-strongest-first", "gprune-paper"
+}
 
 
 def test_baselines_are_registered():
@@ -85,6 +87,9 @@ def test_each_baseline_runs_through_config_and_layout(name):
     layout = llava_next_layout(16, 2, 3)  # 4x4 base view + a 2x3 grid with newlines
     features = torch.randn(layout.length, 8, generator=torch.Generator().manual_seed(1))
     kept = select_in_layout(features, layout, config.keep, method=config.method, **config.selector_params())
+    if name == "divprune-released":  # the released grouping: one set over all 24 packed tokens
+        assert kept.numel() == round(0.25 * 24) == kept_token_count(layout, 0.25, method=name)
+        return
     assert kept.numel() == 4 + 1 + 2  # int(0.25*16) + max(1, int(0.25*6)) + two newlines
     assert set(layout.always_keep.tolist()) <= set(kept.tolist())
 
