@@ -8,6 +8,7 @@ what was pruned from `last_report`. FLOPs are the analytic LLM prefill FLOPs of 
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from PIL import Image
 
 from gprune.config import GPruneConfig
 from gprune.errors import UserError
+from gprune.evaluation.provenance import canonical_json, digest
 from gprune.evaluation.runner import Answer, Answerer
 from gprune.evaluation.sweep import AnswererFactory
 
@@ -63,14 +65,112 @@ def _prefill_flops(model_config: Any, tokens: int) -> float | None:
         return None  # an architecture the analytic counter does not describe
 
 
+def _weights_digest(model: Any, values_per_tensor: int = 32) -> str:
+    """Hash of every parameter's and buffer's name, shape and dtype plus up to 32 evenly spaced values.
+
+    Sampling keeps this fast on a 7B model on a GPU (one small transfer), and fine-tunes, merges and other
+    checkpoints of one architecture change essentially every tensor, so they get other hashes.
+    """
+    h = hashlib.sha256()
+    samples = []
+    tensors = list(model.named_parameters()) + list(model.named_buffers())
+    for name, tensor in tensors:
+        h.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
+        if tensor.is_meta or tensor.numel() == 0:
+            continue
+        flat = tensor.detach().reshape(-1)
+        step = max(1, flat.numel() // values_per_tensor)
+        samples.append(flat[::step][:values_per_tensor].to(torch.float64))
+    if samples:
+        with torch.no_grad():
+            values = torch.cat([v.to(samples[0].device) for v in samples]).cpu().numpy()
+        h.update(values.tobytes())
+    return h.hexdigest()
+
+
+def _processor_digest(processor: Any) -> str:
+    """Hash of the processor's settings, chat template and tokenizer (vocabulary, merges, special tokens)."""
+    h = hashlib.sha256()
+    for part in (
+        lambda: processor.to_json_string(),
+        lambda: str(getattr(processor, "chat_template", None)),
+        lambda: processor.tokenizer.backend_tokenizer.to_str(),
+        lambda: canonical_json(processor.tokenizer.get_vocab()),
+    ):
+        try:
+            h.update(str(part()).encode("utf-8"))
+        except Exception:  # noqa: BLE001 - a processor without that part; hash what there is
+            h.update(b"-")
+    return h.hexdigest()
+
+
+def model_fingerprint(model: Any, processor: Any) -> dict[str, Any]:
+    """What identifies a loaded model's answers, independent of where it was loaded from.
+
+    config (without its name and path), dtype, transformers version, a sample of the weights and the
+    processor: the same checkpoint under another path matches, another checkpoint of the same architecture
+    does not.
+    """
+    import transformers
+
+    config = {k: v for k, v in model.config.to_dict().items() if k not in ("_name_or_path", "transformers_version")}
+    return {
+        "fingerprint": digest(
+            {"config": config, "weights": _weights_digest(model), "processor": _processor_digest(processor)}, 16
+        ),
+        "dtype": str(getattr(model, "dtype", None)),
+        "transformers": transformers.__version__,
+    }
+
+
+class HfAnswererFactory:
+    """Sweep factory for a transformers model: ``factory(config)`` (re)applies pruning and returns the answer
+    function; ``factory.provenance`` says what produces the answers (model fingerprint, generation settings),
+    which `sweep` puts into every run key."""
+
+    def __init__(self, model: Any, processor: Any, *, max_new_tokens: int, prompt_template: str | None,
+                 name: str | None) -> None:
+        self._make = _answerer_factory(model, processor, max_new_tokens=max_new_tokens,
+                                       prompt_template=prompt_template)
+        self.provenance: dict[str, Any] = {
+            "model": model_fingerprint(model, processor),
+            "generation": {
+                "max_new_tokens": max_new_tokens,
+                "do_sample": False,
+                "prompt_template": prompt_template,
+                "device": model.device.type,
+                "attn_implementation": getattr(model.config, "_attn_implementation", None),
+            },
+            "label": {"model": name or getattr(model.config, "_name_or_path", None) or type(model).__name__},
+        }
+
+    def __call__(self, config: GPruneConfig | None) -> Answerer:
+        return self._make(config)
+
+
 def hf_answerer_factory(
     model: Any,
     processor: Any,
     *,
     max_new_tokens: int = 16,
     prompt_template: str | None = None,
+    name: str | None = None,
+) -> HfAnswererFactory:
+    """Sweep factory: for each setting, (re)apply pruning to `model` and return its answer function.
+
+    `name` labels the model in tables (default: the path it was loaded from); it is not part of the key.
+    """
+    return HfAnswererFactory(model, processor, max_new_tokens=max_new_tokens, prompt_template=prompt_template,
+                             name=name)
+
+
+def _answerer_factory(
+    model: Any,
+    processor: Any,
+    *,
+    max_new_tokens: int,
+    prompt_template: str | None,
 ) -> AnswererFactory:
-    """Sweep factory: for each setting, (re)apply pruning to `model` and return its answer function."""
     from gprune.integrations import apply, last_report, remove
 
     image_token_id = getattr(model.config, "image_token_id", None)
