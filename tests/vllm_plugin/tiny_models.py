@@ -15,9 +15,12 @@ from safetensors.torch import load_file, save_file
 from gprune.testing.llava import tiny_llava_next
 
 
-def save_llava_next(path: Path) -> Path:
-    """A tiny LLaVA-NeXT (4x4-token base view of a 32 px tile, grids up to 2x2 / 1x3, head_dim 32)."""
-    tiny = tiny_llava_next(hidden=128, dtype=torch.float32)
+def save_llava_next(path: Path, *, tile: int = 32, patch: int = 8) -> Path:
+    """A tiny LLaVA-NeXT (by default a 4x4-token base view of a 32 px tile, grids up to 2x2 / 1x3; head_dim 32).
+
+    ``tile=336, patch=14`` gives the released model's token counts (576 + up to 2304 per image).
+    """
+    tiny = tiny_llava_next(hidden=128, dtype=torch.float32, tile=tile, patch=patch)
     tiny.model.save_pretrained(path)
     tiny.processor.save_pretrained(path)
     weights = path / "model.safetensors"

@@ -19,6 +19,7 @@ from typing import Any
 
 from torch import Tensor
 from vllm.config import VllmConfig
+from vllm.logger import init_logger
 from vllm.model_executor.models.llava import LlavaDummyInputsBuilder
 from vllm.model_executor.models.llava_next import (
     LlavaNextForConditionalGeneration,
@@ -32,6 +33,7 @@ from gprune.adapters.llava import LlavaNextAdapter
 from gprune.integrations.vllm.config import ServingPruning, serving_pruning
 from gprune.layouts import TokenLayout, kept_token_count, select_in_layouts
 
+logger = init_logger(__name__)
 FAMILY = "llava_next"
 POSITIONS = "compact"
 
@@ -70,6 +72,8 @@ class GPruneLlavaNextForConditionalGeneration(LlavaNextForConditionalGeneration)
 
     def __init__(self, *, vllm_config: VllmConfig, prefix: str = "") -> None:
         self.gprune = pruning(vllm_config.model_config.hf_config)  # a bad setting fails before weights load
+        if self.gprune is not None:
+            logger.info("gprune: pruning %s images with %s", "LLaVA-NeXT", self.gprune.config.to_json())
         super().__init__(vllm_config=vllm_config, prefix=prefix)
 
     def embed_multimodal(self, **kwargs: object) -> list[Tensor] | Any:

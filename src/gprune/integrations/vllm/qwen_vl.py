@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 from vllm.config import VllmConfig
+from vllm.logger import init_logger
 from vllm.model_executor.models.qwen2_5_vl import (
     Qwen2_5_VLDummyInputsBuilder,
     Qwen2_5_VLForConditionalGeneration,
@@ -47,6 +48,7 @@ from vllm.multimodal.video_prune.evs import compute_mrope_for_media
 from gprune.integrations.vllm.config import ServingPruning, VllmConfigError, serving_pruning
 from gprune.layouts import TokenLayout, kept_token_count, select_in_layouts, single_group_layout
 
+logger = init_logger(__name__)
 FAMILY = "qwen2_5_vl"
 POSITIONS = "original"
 OFFSET_CHANNELS = 3
@@ -97,6 +99,8 @@ class GPruneQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGeneratio
 
     def __init__(self, *, vllm_config: VllmConfig, prefix: str = "") -> None:
         self.gprune = pruning(vllm_config.model_config.hf_config)  # a bad setting fails before weights load
+        if self.gprune is not None:
+            logger.info("gprune: pruning %s images with %s", "Qwen2.5-VL", self.gprune.config.to_json())
         if self.gprune is not None:
             if vllm_config.parallel_config.pipeline_parallel_size > 1:
                 raise VllmConfigError("gprune on Qwen2.5-VL does not support pipeline parallelism (see docs/vllm.md)")
