@@ -100,8 +100,31 @@ def test_figure_has_the_promised_size(coffee_view) -> None:
     fig = plot_pruning(coffee_view, width_px=800, dpi=100)
     w, h = figure_size_px(coffee_view, 800)
     assert (round(fig.get_figwidth() * 100), round(fig.get_figheight() * 100)) == (w, h)
-    # 2 overlays + 2 rows of (T + 1) flow maps and a score-rank map
-    assert sum(len(sub.axes) for sub in fig.subfigs) == 2 + 2 * (coffee_view.flow.shape[0] + 1)
+    # 2 overlays + 2 rows of (T + 1) flow maps, a score-rank map and a colour bar
+    assert sum(len(sub.axes) for sub in fig.subfigs) == 2 + 2 * (coffee_view.flow.shape[0] + 2)
+
+
+def test_figure_explains_its_colours(coffee_view) -> None:
+    from gprune.visualize.plot import FLOW_LABEL, KEPT_LABEL, PRUNED_LABEL, RANK_TITLE
+    from gprune.visualize.render import legend_swatches
+
+    fig = plot_pruning(coffee_view, width_px=1800, dpi=100)
+    header, *flow_rows = fig.subfigs
+    (legend,) = header.legends
+    assert [t.get_text() for t in legend.get_texts()] == [KEPT_LABEL, PRUNED_LABEL] == [
+        "kept (gold outline)",
+        "pruned (dimmed to 30%)",
+    ]
+    kept, pruned = legend.get_patches()
+    swatch = legend_swatches()
+    assert tuple(kept.get_edgecolor()[:3]) == pytest.approx(tuple(OUTLINE / 255))
+    assert tuple(pruned.get_facecolor()[:3]) == pytest.approx(swatch["pruned"]["face"])
+    assert swatch["pruned"]["face"][0] == pytest.approx(swatch["kept"]["face"][0] * DIM)
+    for row in flow_rows:
+        bars = [ax for ax in row.axes if ax.get_ylabel() == FLOW_LABEL]
+        assert len(bars) == 1  # one colour bar per flow row, labelled
+        assert [t.get_text() for t in bars[0].get_yticklabels()] == ["0", "max"]
+        assert sum(ax.get_title().endswith(RANK_TITLE) for ax in row.axes) == 1
 
 
 def test_pixel_descriptor_properties() -> None:

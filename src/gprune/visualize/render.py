@@ -17,6 +17,18 @@ DIM = 0.3  # brightness of pruned patches
 OUTLINE = np.array([255, 215, 0], dtype=np.uint8)  # kept-token outline colour
 
 
+def legend_swatches(grey: float = 0.7) -> dict[str, dict[str, tuple[float, ...]]]:
+    """Colours (RGB in [0, 1]) of a mid-grey patch as the overlay draws it kept and pruned, for a legend.
+
+    Taken from `DIM` and `OUTLINE`, so the legend cannot drift from what `kept_overlay` draws.
+    """
+    outline = tuple(float(c) / 255.0 for c in OUTLINE)
+    return {
+        "kept": {"face": (grey, grey, grey), "edge": outline},
+        "pruned": {"face": (grey * DIM, grey * DIM, grey * DIM), "edge": (grey * DIM, grey * DIM, grey * DIM)},
+    }
+
+
 def display_size(image_size: tuple[int, int], max_side: int = DEFAULT_MAX_SIDE) -> tuple[int, int]:
     """(height, width) of the photo scaled down so its longer side is at most `max_side` (never up)."""
     if max_side < 1:
