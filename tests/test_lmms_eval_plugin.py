@@ -78,9 +78,9 @@ def test_generate_until_unpruned_matches_transformers(checkpoint):
 
 def test_generate_until_prunes_and_keep_all_changes_nothing(checkpoint):
     reference = _reference(checkpoint)
-    full = _model(checkpoint, method="gprune", keep_ratio=1.0, device="cpu")
+    full = _model(checkpoint, method="gprune", keep=1.0, device="cpu")
     assert full.generate_until(_generate_requests()) == reference
-    pruned = _model(checkpoint, method="divprune", keep_tokens=4, positions="compact", device="cpu")
+    pruned = _model(checkpoint, method="divprune", keep=4, positions="compact", device="cpu")
     answers = pruned.generate_until(_generate_requests())
     assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
     assert pruned.visual_tokens == {"before": 32, "after": 8, "calls": 2}  # 16 -> 4 tokens per image
@@ -93,18 +93,27 @@ def test_loglikelihood_under_pruning(checkpoint):
         for i, doc in DOCS.items()
     ]
     unpruned = _model(checkpoint, method="none", device="cpu").loglikelihood(requests)
-    full = _model(checkpoint, method="gprune", keep_ratio=1.0, device="cpu").loglikelihood(requests)
-    pruned = _model(checkpoint, method="gprune", keep_ratio=0.25, device="cpu").loglikelihood(requests)
+    full = _model(checkpoint, method="gprune", keep=1.0, device="cpu").loglikelihood(requests)
+    pruned = _model(checkpoint, method="gprune", keep=0.25, device="cpu").loglikelihood(requests)
     for (a, ga), (b, gb), (c, _) in zip(unpruned, full, pruned, strict=True):
         assert a < 0 and a == pytest.approx(b, abs=1e-4) and ga == gb
         assert c < 0 and c != pytest.approx(a, abs=1e-6)  # pruning changes what the model sees
 
 
 def test_bad_model_args_fail_clearly(checkpoint):
-    with pytest.raises(ValueError, match="keep_ratio or keep_tokens"):
-        _model(checkpoint, keep_ratio=0.5, keep_tokens=64, device="cpu")
-    with pytest.raises(ValueError, match="unknown gprune model_args"):
-        _model(checkpoint, keep=0.5, device="cpu")
+    with pytest.raises(ValueError, match="give one of keep / keep_ratio / keep_tokens"):
+        _model(checkpoint, keep=0.5, keep_tokens=64, device="cpu")
+    with pytest.raises(ValueError, match="unknown gprune model_args: 'kep' \\(did you mean 'keep'\\?\\)"):
+        _model(checkpoint, kep=0.5, device="cpu")
+    with pytest.raises(ValueError, match="keep 1 is ambiguous"):
+        _model(checkpoint, keep=1, device="cpu")
+
+
+def test_old_keep_spellings_still_work_with_a_deprecation_message(checkpoint, capsys):
+    model = _model(checkpoint, keep_ratio=0.25, device="cpu")
+    assert model.gprune_config.keep == 0.25
+    assert "keep_ratio= is deprecated" in capsys.readouterr().err
+    assert _model(checkpoint, keep_tokens=4, device="cpu").gprune_config.keep == 4
 
 
 TOY_TASK = """task: gprune_toy
@@ -158,7 +167,7 @@ def _toy_task(checkpoint, tmp_path, data_file: str | None = None) -> None:
 
 def _cli_args(checkpoint, tmp_path) -> list[str]:
     return [
-        "--model", "gprune", "--model_args", f"pretrained={checkpoint},method=gprune,keep_ratio=1.0,device=cpu",
+        "--model", "gprune", "--model_args", f"pretrained={checkpoint},method=gprune,keep=1.0,device=cpu",
         "--tasks", "gprune_toy", "--include_path", str(tmp_path), "--batch_size", "1",
         "--output_path", str(tmp_path / "out"), "--log_samples",
     ]

@@ -4,16 +4,18 @@ Registered through the entry-point group ``lmms_eval.models`` (lmms-eval >= 0.7)
 ``pip install gprune lmms-eval`` this works with no change to lmms-eval::
 
     accelerate launch --num_processes 8 -m lmms_eval --model gprune \\
-        --model_args pretrained=llava-hf/llava-v1.6-vicuna-7b-hf,method=gprune,keep_tokens=640 \\
+        --model_args pretrained=llava-hf/llava-v1.6-vicuna-7b-hf,method=gprune,keep=640 \\
         --tasks textvqa_val,gqa,pope,mme --batch_size 1 --output_path results/
 
 model_args: ``pretrained`` (checkpoint; the adapter is chosen by its ``config.model_type``),
 ``method`` (a registered method, or ``none`` for the unpruned model through the same code path),
-``keep_ratio`` (per group, as the released G-Prune code) or ``keep_tokens`` (budget per image, always-kept
-tokens included), ``positions`` (original | compact), ``similarity_threshold``, ``temperature``,
-``iterations``, ``method_params`` (JSON object, e.g. ``'{"seed": 1}'``), ``device``, ``dtype``
-(auto | float16 | bfloat16 | float32), ``attn_implementation``, ``max_new_tokens`` (default when the
-task sets none), ``chat_template``.
+``keep`` (as ``--keep`` and ``GPruneConfig(keep=...)``: a ratio per group such as 0.5, as the released
+G-Prune code, or a token budget per image such as 640, always-kept tokens included; default 0.5;
+``keep_ratio`` / ``keep_tokens`` are deprecated spellings), ``positions`` (original | compact),
+``similarity_threshold``, ``temperature``, ``iterations``, ``method_params`` (JSON object, e.g.
+``'{"seed": 1}'``), ``device`` (auto | cpu | cuda | cuda:N), ``dtype`` (auto | float16 | bfloat16 |
+float32), ``attn_implementation``, ``trust_remote_code``, ``seed``, ``max_new_tokens`` (default when the
+task sets none), ``chat_template``. An unknown key is an error naming the closest known one.
 
 Under ``accelerate launch`` each process loads the model on its own GPU (``cuda:<local rank>``) and
 lmms-eval shards the requests by ``rank`` / ``world_size``; the model is not wrapped in DDP (inference
@@ -29,7 +31,6 @@ from __future__ import annotations
 import atexit
 import functools
 import importlib
-import json
 import logging
 import os
 import sys
@@ -42,8 +43,8 @@ import torch
 from packaging.version import Version
 from PIL import Image
 
-from gprune.config import GPruneConfig
 from gprune.integrations import apply, last_report
+from gprune.model_args import build_config, check_model_arg_names
 
 try:
     from lmms_eval.api.model import lmms
@@ -158,44 +159,6 @@ def manifest() -> ModelManifest:
     return ModelManifest(model_id="gprune", simple_class_path="gprune.lmms_eval_plugin.GPruneLMM")
 
 
-def build_config(
-    method: str,
-    keep_ratio: float | None,
-    keep_tokens: int | None,
-    positions: str,
-    similarity_threshold: float | None,
-    temperature: float | None,
-    iterations: int | None,
-    method_params: Any,
-) -> GPruneConfig | None:
-    """The `GPruneConfig` the model_args describe (None: method ``none``, no pruning)."""
-    if method == "none":
-        return None
-    if keep_ratio is not None and keep_tokens is not None:
-        raise ValueError("give keep_ratio or keep_tokens, not both")
-    keep: float | int = 0.5
-    if keep_ratio is not None:
-        keep = float(keep_ratio)
-    elif keep_tokens is not None:
-        if isinstance(keep_tokens, float) and not keep_tokens.is_integer():
-            raise ValueError(f"keep_tokens must be a whole number, got {keep_tokens}")
-        keep = int(keep_tokens)
-    if isinstance(method_params, str):
-        method_params = json.loads(method_params) if method_params else {}
-    extra = {
-        name: value
-        for name, value in (
-            ("similarity_threshold", similarity_threshold),
-            ("temperature", temperature),
-            ("iterations", iterations),
-        )
-        if value is not None
-    }
-    if "iterations" in extra:
-        extra["iterations"] = int(extra["iterations"])
-    return GPruneConfig(keep=keep, method=method, positions=positions, method_params=dict(method_params or {}), **extra)
-
-
 class GPruneLMM(lmms):
     """lmms-eval model wrapping a transformers image-text model pruned by gprune (batch size 1)."""
 
@@ -205,35 +168,41 @@ class GPruneLMM(lmms):
         self,
         pretrained: str,
         method: str = "gprune",
-        keep_ratio: float | None = None,
-        keep_tokens: int | None = None,
+        keep: float | int | str | None = None,
         positions: str = "original",
         similarity_threshold: float | None = None,
         temperature: float | None = None,
         iterations: int | None = None,
         method_params: Any = None,
-        device: str = "cuda",
+        device: str = "auto",
         dtype: str = "auto",
         attn_implementation: str | None = None,
+        trust_remote_code: bool = False,
+        seed: int = 0,
         max_new_tokens: int = 128,
         chat_template: str | None = None,
         batch_size: int = 1,
+        keep_ratio: float | None = None,
+        keep_tokens: int | None = None,
         **unknown: Any,
     ) -> None:
         super().__init__()
         _GUARD.arm()
         with _GUARD.watch():
             check_lmms_eval_runtime()
-            if unknown:
-                raise ValueError(f"unknown gprune model_args: {sorted(unknown)}")
+            check_model_arg_names(unknown)
             if int(batch_size) != 1:
                 raise ValueError("the gprune lmms-eval model runs batch_size 1 (pruned lengths differ per image)")
             from accelerate import Accelerator
             from transformers import AutoModelForImageTextToText, AutoProcessor
 
             self.gprune_config = build_config(
-                method, keep_ratio, keep_tokens, positions, similarity_threshold, temperature, iterations, method_params
-            )
+                method, keep, positions, similarity_threshold, temperature, iterations, method_params,
+                keep_ratio=keep_ratio, keep_tokens=keep_tokens,
+            )  # fmt: skip
+            torch.manual_seed(int(seed))
+            if device == "auto":
+                device = "cuda" if torch.cuda.is_available() else "cpu"
             accelerator = Accelerator()
             if accelerator.num_processes > 1 and str(device).startswith("cuda"):
                 device = f"cuda:{accelerator.local_process_index}"  # one GPU per process
@@ -246,8 +215,10 @@ class GPruneLMM(lmms):
                 torch_dtype = _DTYPES[dtype]
             else:
                 raise ValueError(f"dtype must be auto or one of {sorted(_DTYPES)}, got {dtype!r}")
-            kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
-            self.processor = AutoProcessor.from_pretrained(pretrained)
+            kwargs: dict[str, Any] = {"trust_remote_code": bool(trust_remote_code)}
+            if attn_implementation:
+                kwargs["attn_implementation"] = attn_implementation
+            self.processor = AutoProcessor.from_pretrained(pretrained, trust_remote_code=bool(trust_remote_code))
             if chat_template is not None:
                 self.processor.chat_template = chat_template
             self._model = AutoModelForImageTextToText.from_pretrained(pretrained, dtype=torch_dtype, **kwargs)
