@@ -109,3 +109,41 @@ def test_machine_load_reads_proc_and_never_reports_negative_use():
     assert load.others_since(mark) >= 0.0
     load.wait_quiet(window=0.01)  # max_wait 0: returns at once
     assert load.waited < 1.0
+
+
+def test_bench_prints_no_targets_and_puts_them_in_the_json(result, tmp_path, capsys, monkeypatch):
+    import json
+
+    import gprune.benchmark as benchmark
+
+    monkeypatch.setattr(benchmark, "run_benchmark", lambda **kwargs: dict(result))
+    path = tmp_path / "bench.json"
+    assert main(["bench", "--keep", "1.0", "0.33", "100", "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "MISSED" not in out and " met" not in out and "| keep |" in out
+    saved = json.loads(path.read_text())["llm"]
+    assert saved["project_targets"] == check_targets(result) and len(saved["project_targets"]) == 2
+
+
+def test_bench_progress_says_how_long_is_left():
+    from gprune.benchmark import Progress
+
+    progress = Progress(warmup=1, repeats=4, part=(1, 2), name="llm")
+    line = progress.line(-1)
+    assert line.startswith("  part 1/2 (llm): warm-up done after ") and " left; later parts not included" in line
+    assert "repeat 4/4 done" in progress.line(3) and "about 0s left" in progress.line(3)
+
+
+def test_peak_memory_pass_prints_no_profiler_lines(capfd):
+    from gprune.benchmark import _peak_memory
+
+    assert _peak_memory(lambda: torch.randn(64, 64) @ torch.randn(64, 64), torch.device("cpu")) > 0
+    captured = capfd.readouterr()
+    assert "profiler" not in captured.err and "profiler" not in captured.out
+
+
+def test_bench_refuses_cuda_on_a_cpu_torch_in_one_line(capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["bench", "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "sees no CUDA device; use --device cpu" in err

@@ -71,14 +71,14 @@ def test_qwen2_vl_config_file(tmp_path, capsys):
     }
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config))
-    report = _run_json(capsys, "--config", str(path), "--image-size", "672x672", "--keep-tokens", "100")
+    report = _run_json(capsys, "--config", str(path), "--image-size", "672x672", "--keep", "100")
     assert [r["visual_tokens"] for r in report["rows"]] == [576, 100]
     assert report["vision_flops"] > 0 and report["projector_flops"] > 0
 
 
 def test_cli_json_matches_the_library(capsys):
     report = _run_json(
-        capsys, "llava-v1.6-vicuna-7b", "--image-size", "672x672", "--prompt-tokens", "64", "--keep-ratio", "0.33"
+        capsys, "llava-v1.6-vicuna-7b", "--image-size", "672x672", "--prompt-tokens", "64", "--keep", "0.33"
     )
     config = load_checkpoint("llava-v1.6-vicuna-7b").config
     unpruned, pruned = report["rows"]
@@ -97,7 +97,7 @@ def test_cli_json_matches_the_library(capsys):
 
 def test_cli_keep_tokens_and_causal(capsys):
     report = _run_json(
-        capsys, "Qwen2.5-VL-7B", "--keep-tokens", "100", "--attention", "causal", "--kv-dtype", "float32"
+        capsys, "Qwen2.5-VL-7B", "--keep", "100", "--attention", "causal", "--kv-dtype", "float32"
     )
     config = load_checkpoint("Qwen2.5-VL-7B").config
     pruned = report["rows"][1]
@@ -110,12 +110,12 @@ def test_cli_reads_a_config_file(tmp_path, capsys):
     bundled = json.loads((resources.files("gprune") / "configs" / "llava-1.5-7b.json").read_text())["config"]
     path = tmp_path / "config.json"
     path.write_text(json.dumps(bundled))
-    report = _run_json(capsys, "--config", str(path), "--keep-ratio", "0.5")
+    report = _run_json(capsys, "--config", str(path), "--keep", "0.5")
     assert [r["visual_tokens"] for r in report["rows"]] == [576, 288]
 
 
 def test_cli_table(capsys):
-    assert main(["flops", "llava-v1.6-mistral-7b", "--keep-ratio", "0.5", "0.11"]) == 0
+    assert main(["flops", "llava-v1.6-mistral-7b", "--keep", "0.5", "0.11"]) == 0
     out = capsys.readouterr().out
     assert "unpruned" in out and "0.11" in out and "2928" in out
 
@@ -124,7 +124,7 @@ def test_cli_table(capsys):
     ("argv", "message"),
     [
         (["no-such-model"], "neither a bundled checkpoint"),
-        (["llava-1.5-7b", "--keep-ratio", "1.5"], "keep"),
+        (["llava-1.5-7b", "--keep", "1.5"], "keep"),
         (["llava-1.5-7b", "--prompt-tokens", "-3"], "prompt tokens"),
         ([], "exactly one"),
     ],
@@ -142,7 +142,7 @@ def test_cli_rejects_bad_image_size(capsys):
 
 def test_cli_plain_table_without_rich(capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "rich.console", None)  # makes `import rich.console` fail
-    assert main(["flops", "llava-1.5-7b", "--keep-ratio", "0.5"]) == 0
+    assert main(["flops", "llava-1.5-7b", "--keep", "0.5"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[3].split() == ["keep", "visual", "sequence", "LLM", "TFLOPs", "LLM", "-%", "total", "-%", "KV", "MiB"]
     assert lines[4].split()[:3] == ["unpruned", "576", "640"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -45,7 +46,7 @@ def test_run_prints_answer_tokens_and_prefill_time(saved, capsys):
     path, tiny = saved
     code, out, err = run(
         capsys, "run", "--model", str(path), "--image", sample_photo_path(), "--prompt", "What is it?",
-        "--keep-ratio", "0.33", "--compare", "--max-new-tokens", "3",
+        "--keep", "0.33", "--compare", "--max-new-tokens", "3",
     )  # fmt: skip
     assert code == 0, err
     before, after = map(int, re.search(r"visual tokens: (\d+) -> (\d+)", out).groups())
@@ -59,7 +60,7 @@ def test_run_with_a_token_budget_and_compact_positions(saved, capsys):
     path, _ = saved
     code, out, err = run(
         capsys, "run", "--model", str(path), "--image", sample_photo_path(), "--prompt", "What?",
-        "--keep-tokens", "20", "--positions", "compact", "--max-new-tokens", "2",
+        "--keep", "20", "--positions", "compact", "--max-new-tokens", "2",
     )  # fmt: skip
     assert code == 0, err
     assert re.search(r"visual tokens: \d+ -> 20 ", out)
@@ -70,11 +71,16 @@ def test_run_with_a_token_budget_and_compact_positions(saved, capsys):
     ("argv", "message"),
     [
         (["--image", "/no/such/photo.jpg"], "image file not found: /no/such/photo.jpg"),
-        (["--keep-ratio", "1.5"], "--keep-ratio: keep as a ratio must be in (0, 1], got 1.5"),
-        (["--keep-tokens", "0"], "--keep-tokens: keep as a token count must be >= 1"),
+        (["--keep", "1.5"], "--keep: a ratio must be in (0, 1] (or a whole number for a token budget), got 1.5"),
+        (["--keep", "0"], "--keep: a token budget must be >= 2 (or a ratio in (0, 1]), got 0"),
+        (["--keep", "1"], "--keep: keep 1 is ambiguous: write 1.0 to keep every visual token"),
+        (["--image", "."], "--image . is a directory: give an image file"),
+        (["--device", "cuda:0"], "sees no CUDA device; use --device cpu"),
+        (["--method", "divprun"], "unknown method 'divprun' (did you mean 'divprune'?)"),
     ],
 )
-def test_user_mistakes_are_one_line_errors(saved, capsys, argv, message):
+def test_user_mistakes_are_one_line_errors(saved, capsys, monkeypatch, argv, message):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a CPU build of torch
     path, _ = saved
     base = {"--model": str(path), "--image": sample_photo_path(), "--prompt": "What?"}
     args = ["run"]
@@ -104,4 +110,34 @@ def test_demo_runs_offline_and_says_the_weights_are_random(capsys):
     before, after = map(int, re.search(r"visual tokens: (\d+) -> (\d+)", out).groups())
     model = tiny_llava_next(tile=336, patch=14).model
     assert before == gprune.image_layout(model, (400, 600)).length > 576  # base view + grid + newlines
-    assert after == gprune.kept_tokens(model, (400, 600), 0.33)
+    assert after == gprune.kept_tokens(model, (400, 600), 0.5)  # the one default keep, 0.5
+
+
+def test_run_takes_several_images_and_prints_json(saved, tmp_path, capsys):
+    path, tiny = saved
+    second = tmp_path / "second.png"
+    Image.new("RGB", (300, 200), (10, 200, 30)).save(second)
+    code, out, err = run(
+        capsys, "run", "--model", str(path), "--image", sample_photo_path(), str(second), "--prompt", "Same?",
+        "--keep", "0.25", "--max-new-tokens", "2", "--seed", "3", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    report = json.loads(out)  # --json alone: stdout is JSON only
+    layouts = [gprune.image_layout(tiny.model, size).length for size in ((400, 600), (200, 300))]
+    kept = [gprune.kept_tokens(tiny.model, size, 0.25) for size in ((400, 600), (200, 300))]
+    assert report["visual_tokens_per_image"] == [list(pair) for pair in zip(layouts, kept, strict=True)]
+    assert report["visual_tokens"] == [sum(layouts), sum(kept)]
+    assert report["images"] == [sample_photo_path(), str(second)] and report["config"]["keep"] == 0.25
+    assert report["unpruned"] is None and isinstance(report["pruned"]["answer"], str)
+
+
+def test_model_folder_without_a_processor_is_a_one_line_error_with_the_fix(saved, tmp_path, capsys):
+    _, tiny = saved
+    tiny.model.save_pretrained(tmp_path / "weights-only")
+    capsys.readouterr()  # save_pretrained's own progress bar
+    code, _, err = run(
+        capsys, "run", "--model", str(tmp_path / "weights-only"), "--image", sample_photo_path(), "--prompt", "Hi"
+    )
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert f"no processor could be loaded from {tmp_path / 'weights-only'}" in err
+    assert "also run processor.save_pretrained(" in err

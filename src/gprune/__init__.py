@@ -1,7 +1,7 @@
 """gprune: training-free visual token pruning for multimodal LLMs with G-Prune (Jiang et al., AAAI 2025).
 
-The core (scoring, selection, layouts, methods, FLOPs) needs only torch. The Hugging Face names (`apply`,
-`kept_tokens`, ...) load on first access (PEP 562), so ``import gprune`` never imports transformers and
+The core (scoring, selection, layouts, methods, FLOPs) needs only torch. Every public name loads on first
+access (PEP 562), so ``import gprune`` imports neither torch nor transformers (``gprune --help`` is fast) and
 works next to any transformers version; the integration checks the version when it is first used.
 """
 
@@ -11,21 +11,11 @@ import importlib
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-from gprune.config import PAPER_SIMILARITY_THRESHOLD, GPruneConfig
-from gprune.core import graph_scores, information_flow, keep_count, select_tokens
-from gprune.flops import kv_cache_bytes, llm_prefill_flops
-from gprune.layouts import (
-    TokenLayout,
-    kept_token_count,
-    llava_next_layout,
-    select_in_layout,
-    select_llava_next,
-    single_group_layout,
-)
-from gprune.methods import available_methods, get_method, register_method
-
 if TYPE_CHECKING:  # pragma: no cover
     from gprune.adapters import supported_model_types
+    from gprune.config import PAPER_SIMILARITY_THRESHOLD, GPruneConfig
+    from gprune.core import graph_scores, information_flow, keep_count, select_tokens
+    from gprune.flops import kv_cache_bytes, llm_prefill_flops
     from gprune.integrations.hf import (
         apply,
         image_layout,
@@ -36,14 +26,40 @@ if TYPE_CHECKING:  # pragma: no cover
         pruning_config,
         remove,
     )
+    from gprune.layouts import (
+        TokenLayout,
+        kept_token_count,
+        llava_next_layout,
+        select_in_layout,
+        select_llava_next,
+        single_group_layout,
+    )
+    from gprune.methods import available_methods, get_method, register_method
 
-# Names loaded on first access, and the module that defines each.
+# Every public name loads on first access, with the module that defines it: ``import gprune`` imports
+# neither torch nor transformers, so ``gprune --help`` (whose entry point lives in this package) is fast.
 _LAZY: dict[str, str] = {
     **dict.fromkeys(
         ("apply", "image_layout", "is_pruned", "kept_tokens", "last_report", "pruned", "pruning_config", "remove"),
         "gprune.integrations.hf",
     ),
     "supported_model_types": "gprune.adapters",
+    "PAPER_SIMILARITY_THRESHOLD": "gprune.config",
+    "GPruneConfig": "gprune.config",
+    **dict.fromkeys(("graph_scores", "information_flow", "keep_count", "select_tokens"), "gprune.core"),
+    **dict.fromkeys(("kv_cache_bytes", "llm_prefill_flops"), "gprune.flops"),
+    **dict.fromkeys(
+        (
+            "TokenLayout",
+            "kept_token_count",
+            "llava_next_layout",
+            "select_in_layout",
+            "select_llava_next",
+            "single_group_layout",
+        ),
+        "gprune.layouts",
+    ),
+    **dict.fromkeys(("available_methods", "get_method", "register_method"), "gprune.methods"),
 }
 
 try:
@@ -85,7 +101,12 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        try:  # a submodule not imported yet (``gprune.core`` after a bare ``import gprune``)
+            return importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as err:
+            if err.name != f"{__name__}.{name}":
+                raise
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value  # later lookups skip __getattr__
     return value

@@ -11,12 +11,13 @@ the JSON). `benchmarks/latency.py` and ``gprune bench`` both run `main`.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -167,6 +168,32 @@ class MachineLoad:
         self.waited += time.perf_counter() - start
 
 
+def _duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    return f"{seconds // 60}m {seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+class Progress:
+    """One progress line per round (warm-up or repeat) with the time left, estimated from the rounds so far.
+
+    `part` is (this part, parts) when one command runs several benchmarks in turn (``--mode both``).
+    """
+
+    def __init__(self, warmup: int, repeats: int, part: tuple[int, int] = (1, 1), name: str = "") -> None:
+        self.warmup, self.repeats, self.part, self.name = warmup, repeats, part, name
+        self.start = time.perf_counter()
+
+    def line(self, rep: int) -> str:
+        done = rep + self.warmup + 1
+        total = self.warmup + self.repeats
+        elapsed = time.perf_counter() - self.start
+        left = elapsed / done * (total - done)
+        label = "warm-up" if rep < 0 else f"repeat {rep + 1}/{self.repeats}"
+        where = f"part {self.part[0]}/{self.part[1]} ({self.name})" if self.part[1] > 1 else self.name
+        more = "; later parts not included" if self.part[0] < self.part[1] else ""
+        return f"  {where}: {label} done after {_duration(elapsed)}, about {_duration(left)} left{more}"
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -188,6 +215,24 @@ def clustered_features(length: int, dim: int, *, seed: int, dtype: torch.dtype, 
     return (x / dim**0.5).to(device=device, dtype=dtype)
 
 
+@contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence file descriptor 2 (the torch profiler's C++ side prints ``profiler_start/stop`` lines there)."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no real stderr (an embedding host): nothing to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _peak_memory(fn: Callable[[], Any], device: torch.device) -> int:
     """Peak bytes of tensors allocated while `fn` runs, above what was allocated before.
 
@@ -203,7 +248,7 @@ def _peak_memory(fn: Callable[[], Any], device: torch.device) -> int:
         return torch.cuda.max_memory_allocated(device) - before
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     deltas = []
     for event in prof.events():
@@ -256,6 +301,7 @@ def run_benchmark(
     measure_memory: bool = True,
     quiet_gate: bool = True,
     log: Callable[[str], None] = print,
+    part: tuple[int, int] = (1, 1),
 ) -> dict[str, Any]:
     """Measure every setting; returns plain data (see `format_markdown`).
 
@@ -302,6 +348,7 @@ def run_benchmark(
         f"LLM {llm}: {config.num_hidden_layers} layers x {hidden} hidden, {torch_dtype}, {dev}; image "
         f"{image_size[0]}x{image_size[1]} -> {layout.length} visual tokens; {prompt_tokens} prompt tokens"
     )
+    progress = Progress(warmup, repeats, part, "llm")
     for rep in range(-warmup, repeats):
         for s, r in zip(settings, runners, strict=True):
             for attempt in range(1 + load.retries):
@@ -326,7 +373,7 @@ def run_benchmark(
                 if s.keep is not None:
                     s.selector.samples.append(sel_time)
             del out
-        log(f"  {'warm-up' if rep < 0 else f'repeat {rep + 1}/{repeats}'} done")
+        log(progress.line(rep))
     if measure_memory:
         for s, r in zip(settings, runners, strict=True):
             s.peak_memory_bytes = _peak_memory(r.prefill, dev)
@@ -452,6 +499,7 @@ def run_end_to_end(
     seed: int = 0,
     quiet_gate: bool = True,
     log: Callable[[str], None] = print,
+    part: tuple[int, int] = (1, 1),
 ) -> dict[str, Any]:
     """Time to first token of ``generate`` on a whole LLaVA-NeXT, unpruned vs `gprune.pruned(...)`.
 
@@ -500,6 +548,7 @@ def run_end_to_end(
     load = MachineLoad(enabled=quiet_gate and dev.type == "cpu")
     others: dict[float | int | None, list[float]] = {k: [] for k in settings}
     redone: dict[float | int | None, int] = dict.fromkeys(settings, 0)
+    progress = Progress(warmup, repeats, part, "end-to-end")
     for rep in range(-warmup, repeats):
         for keep in settings:
             for attempt in range(1 + load.retries):
@@ -517,7 +566,7 @@ def run_end_to_end(
                 ttft[keep].samples.append(seconds)
             elif keep is not None:
                 selection[keep].samples.clear()
-        log(f"  {'warm-up' if rep < 0 else f'repeat {rep + 1}/{repeats}'} done")
+        log(progress.line(rep))
 
     base_tokens = layout.length + text_tokens
     base_flops = vision + llm_prefill_flops(text_config, base_tokens)
@@ -616,7 +665,11 @@ def format_markdown(result: dict[str, Any]) -> str:
 
 
 def check_targets(result: dict[str, Any], keep: float = 0.33) -> list[str]:
-    """The issue's CPU targets at keep 0.33, stated as met or missed (never tuned away)."""
+    """The project's own CPU targets at keep 0.33, stated as met or missed (never tuned away).
+
+    They are the project's development targets, not something a user's run can fail, so `gprune bench`
+    does not print them: they go into the JSON (``project_targets``) and benchmarks/RESULTS.md.
+    """
     row = next((r for r in result["rows"] if r["keep"] == keep), None)
     if row is None:
         return [f"keep {keep} was not measured"]
@@ -635,87 +688,75 @@ def check_targets(result: dict[str, Any], keep: float = 0.33) -> list[str]:
     ]
 
 
-def _parse_keep(text: str) -> float | int:
-    value = float(text)
-    return int(value) if value.is_integer() and value > 1 else value
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--llm", default=MID_SIZE, help=f"{MID_SIZE!r} (8x1024 LLaMA) or a bundled checkpoint's text model")
-    p.add_argument("--image-size", default="672x672", help="HxW pixels, tokenised as LLaVA-NeXT (default 672x672)")
-    p.add_argument("--prompt-tokens", type=int, default=64)
-    p.add_argument("--keep", type=_parse_keep, nargs="+", default=list(DEFAULT_KEEPS), help="ratios or token counts")
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--decode-tokens", type=int, default=16)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--dtype", choices=sorted(DTYPES), help="default float32 on CPU, float16 on GPU")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice, one per core)")
-    p.add_argument("--no-memory", action="store_true", help="skip the (profiled) peak-memory pass")
-    p.add_argument(
-        "--no-quiet-gate",
-        action="store_true",
-        help="on CPU, do not wait for other processes to go quiet before each sample",
-    )
-    p.add_argument(
-        "--mode",
-        choices=("llm", "end-to-end", "both"),
-        default="llm",
-        help="llm: the LLM on pruned-length sequences + the selector (default); end-to-end: generate() TTFT of a "
-        "whole LLaVA-NeXT (small CLIP tower) through gprune.pruned; both",
-    )
-    p.add_argument("--json", help="also write the full result as JSON to this path")
+    """The command-line options (defined without torch in `gprune.cli_bench`)."""
+    from gprune.cli_bench import add_bench_arguments
+
+    add_bench_arguments(p)
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def run_from_args(args: argparse.Namespace) -> int:
     from gprune.cli_flops import parse_image_size
+    from gprune.cli_model import resolve_device
+    from gprune.cli_options import keeps_from_args, text_output, write_json
 
     try:
         image_size = parse_image_size(args.image_size)
     except argparse.ArgumentTypeError as err:
         raise UserError(str(err)) from None
+    device = resolve_device(args.device)
+    parts = ["llm", "end-to-end"] if args.mode == "both" else [args.mode]
     common = {
         "llm": args.llm,
         "image_size": image_size,
         "prompt_tokens": args.prompt_tokens,
-        "keeps": args.keep,
+        "keeps": keeps_from_args(args),
         "repeats": args.repeats,
         "warmup": args.warmup,
-        "device": args.device,
-        "dtype": args.dtype,
+        "device": device,
+        "dtype": None if args.dtype == "auto" else args.dtype,
         "seed": args.seed,
     }
     if args.threads is not None:
         if args.threads < 1:
             raise UserError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
+    out = text_output(args)
     output: dict[str, Any] = {}
-    if args.mode in ("llm", "both"):
+    if "llm" in parts:
         result = run_benchmark(
             **common,
             decode_tokens=args.decode_tokens,
             measure_memory=not args.no_memory,
             quiet_gate=not args.no_quiet_gate,
+            log=_stderr,
+            part=(parts.index("llm") + 1, len(parts)),
         )
+        result["project_targets"] = check_targets(result)
         output["llm"] = result
         m = result["machine"]
         print(
             f"\n{result['date']}; {m.get('cpu')}, {m['threads']} torch threads, torch {m['torch']}"
-            f"{'; ' + m['gpu'] if 'gpu' in m else ''}; 1-min load average at the end {m['load_average_1m']:.2f}"
+            f"{'; ' + m['gpu'] if 'gpu' in m else ''}; 1-min load average at the end {m['load_average_1m']:.2f}",
+            file=out,
         )
-        print(f"{result['repeats']} repeats after {result['warmup']} warm-up; {result['decode_tokens']} decode tokens")
-        print(format_markdown(result))
-        for line in check_targets(result):
-            print(line)
-    if args.mode in ("end-to-end", "both"):
-        result = run_end_to_end(**common, quiet_gate=not args.no_quiet_gate)
+        print(
+            f"{result['repeats']} repeats after {result['warmup']} warm-up; {result['decode_tokens']} decode tokens",
+            file=out,
+        )
+        print(format_markdown(result), file=out)
+    if "end-to-end" in parts:
+        result = run_end_to_end(
+            **common, quiet_gate=not args.no_quiet_gate, log=_stderr, part=(parts.index("end-to-end") + 1, len(parts))
+        )
         output["end_to_end"] = result
-        print(f"\nend-to-end (generate, 1 new token): 1-min load average at the end {os.getloadavg()[0]:.2f}")
-        print(format_end_to_end(result))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(output, f, indent=2)
+        print(f"\nend-to-end (generate, 1 new token): 1-min load average at the end {os.getloadavg()[0]:.2f}", file=out)
+        print(format_end_to_end(result), file=out)
+    write_json(args, output)
     return 0
 
 

@@ -3,32 +3,34 @@
 from __future__ import annotations
 
 import argparse
-import json
+from importlib import resources
 from typing import Any
 
-import torch
-
-from gprune.checkpoints import bundled_checkpoints, image_tokens, load_checkpoint
+from gprune.cli_options import Keep, add_json_argument, add_keep_argument, keeps_from_args, write_json
 from gprune.errors import UserError
-from gprune.flops import (
-    ATTENTION_MODES,
-    format_flops,
-    kv_cache_bytes,
-    llm_prefill_flops,
-    projector_flops,
-    vision_flops,
-)
-from gprune.layouts import kept_token_count
-from gprune.validation import Keep
 
 DEFAULT_KEEP_RATIOS = (0.5, 0.33, 0.22, 0.11)
 DEFAULT_PROMPT_TOKENS = 64
-KV_DTYPES = {
-    "float16": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "float32": torch.float32,
-    "float8": torch.float8_e4m3fn,
-}
+KV_DTYPE_NAMES: tuple[str, ...] = ("bfloat16", "float16", "float32", "float8")
+ATTENTION_MODE_NAMES: tuple[str, ...] = ("full", "causal")  # gprune.flops.ATTENTION_MODES (a test checks)
+
+
+def kv_dtypes() -> dict[str, Any]:
+    """KV-cache dtype names -> torch dtypes (torch imported here, not for ``--help``)."""
+    import torch
+
+    return {
+        "float16": torch.float16,
+        "bfloat16": torch.bfloat16,
+        "float32": torch.float32,
+        "float8": torch.float8_e4m3fn,
+    }
+
+
+def bundled_names() -> list[str]:
+    """The bundled configs' names (`gprune.checkpoints.bundled_checkpoints`, read without importing it)."""
+    folder = resources.files("gprune") / "configs"
+    return sorted(p.name[: -len(".json")] for p in folder.iterdir() if p.name.endswith(".json"))
 
 
 def parse_image_size(text: str) -> tuple[int, int]:
@@ -51,7 +53,7 @@ def add_command(sub: argparse._SubParsersAction) -> None:
         help="visual tokens, LLM prefill FLOPs and KV-cache size before/after pruning, from a config",
         description=(
             "Analytic FLOPs (2 per multiply-add) of one image plus a text prompt, unpruned and for each keep "
-            "setting. Bundled offline configs: " + ", ".join(bundled_checkpoints()) + "."
+            "setting. Bundled offline configs: " + ", ".join(bundled_names()) + "."
         ),
     )
     p.add_argument("model", nargs="?", help="bundled checkpoint name (see above)")
@@ -63,11 +65,12 @@ def add_command(sub: argparse._SubParsersAction) -> None:
         default=DEFAULT_PROMPT_TOKENS,
         help=f"text tokens in the prompt besides the image (default {DEFAULT_PROMPT_TOKENS})",
     )
-    p.add_argument("--keep-ratio", type=float, nargs="+", help="keep ratios in (0, 1] (default 0.5 0.33 0.22 0.11)")
-    p.add_argument("--keep-tokens", type=int, nargs="+", help="visual-token budgets per image")
-    p.add_argument("--attention", choices=ATTENTION_MODES, default="full", help="attention counting (default full)")
-    p.add_argument("--kv-dtype", choices=sorted(KV_DTYPES), default="float16", help="KV-cache dtype (default float16)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_keep_argument(p, sweep=True, default=DEFAULT_KEEP_RATIOS)
+    p.add_argument(
+        "--attention", choices=ATTENTION_MODE_NAMES, default="full", help="attention counting (default %(default)s)"
+    )
+    p.add_argument("--kv-dtype", choices=KV_DTYPE_NAMES, default="float16", help="KV-cache dtype (default float16)")
+    add_json_argument(p)
     p.set_defaults(handler=run_flops)
 
 
@@ -81,6 +84,10 @@ def flops_report(
     kv_dtype: str = "float16",
 ) -> dict[str, Any]:
     """Token counts, FLOPs and KV-cache bytes, unpruned and per keep setting, as plain data."""
+    from gprune.checkpoints import image_tokens, load_checkpoint
+    from gprune.flops import kv_cache_bytes, llm_prefill_flops, projector_flops, vision_flops
+    from gprune.layouts import kept_token_count
+
     if isinstance(prompt_tokens, bool) or not isinstance(prompt_tokens, int) or prompt_tokens < 0:
         raise UserError(f"prompt tokens must be a non-negative int, got {prompt_tokens!r}")
     checkpoint = load_checkpoint(model)
@@ -88,7 +95,7 @@ def flops_report(
     tokens = image_tokens(checkpoint, *image_size)
     vision = vision_flops(config, num_images=tokens.encoder_images, grid_thw=tokens.grid_thw)
     projector = projector_flops(config, tokens.projector_tokens)
-    dtype = KV_DTYPES[kv_dtype]
+    dtype = kv_dtypes()[kv_dtype]
 
     def row(keep: Keep | None) -> dict[str, Any]:
         visual = tokens.layout.length if keep is None else kept_token_count(tokens.layout, keep)
@@ -140,6 +147,8 @@ HEADERS = ["keep", "visual", "sequence", "LLM TFLOPs", "LLM -%", "total -%", "KV
 
 
 def _print_table(report: dict[str, Any]) -> None:
+    from gprune.flops import format_flops
+
     h, w = report["image_size"]
     print(f"{report['model']}: {h}x{w} image -> {report['visual_layout']}; {report['prompt_tokens']} prompt tokens")
     print(
@@ -165,11 +174,11 @@ def _print_table(report: dict[str, Any]) -> None:
 
 
 def run_flops(args: argparse.Namespace) -> int:
+    if args.model is None and args.json in bundled_names():  # `--json llava-1.5-7b`: the name, not a path
+        args.model, args.json = args.json, "-"
     if (args.model is None) == (args.config is None):
         raise UserError("name a bundled checkpoint or pass --config path/config.json (exactly one)")
-    keeps: list[Keep] = [*(args.keep_ratio or []), *(args.keep_tokens or [])]
-    if not keeps:
-        keeps = list(DEFAULT_KEEP_RATIOS)
+    keeps: list[Keep] = keeps_from_args(args)
     report = flops_report(
         args.model or args.config,
         args.image_size,
@@ -178,8 +187,7 @@ def run_flops(args: argparse.Namespace) -> int:
         attention=args.attention,
         kv_dtype=args.kv_dtype,
     )
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
+    if args.json != "-":
         _print_table(report)
+    write_json(args, report)
     return 0
