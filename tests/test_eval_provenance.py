@@ -118,7 +118,9 @@ def test_merging_never_drops_earlier_runs(tmp_path):
     out = tmp_path / "out"
     _sweep(samples, out, Model(), "A", methods=["gprune", "random"], keeps=[1.0, 0.5, 0.33])
     assert len(read_results(out)) == 5
-    _sweep(samples, out, Model(), "A", methods=["divprune"], keeps=[0.5])
+    notes: list[str] = []
+    _sweep(samples, out, Model(), "A", methods=["divprune"], keeps=[0.5], log=notes.append)
+    assert notes == []  # other methods of the same model and dataset: one comparison, nothing to note
     results = read_results(out)
     assert [(r.method, r.keep) for r in results] == [
         ("none", 1.0),

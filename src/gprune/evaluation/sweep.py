@@ -101,18 +101,23 @@ def setting_label(provenance: Mapping[str, Any], samples: int) -> str:
     return " · ".join(parts)
 
 
+def _setting(key: Mapping[str, Any]) -> str:
+    return key_id({k: v for k, v in key.items() if k != "pruning"})
+
+
 def _other_keys_note(out_dir: Path, keys: Sequence[dict[str, Any]]) -> str | None:
-    """A note when `out_dir` holds answers produced under keys other than this sweep's (kept apart)."""
-    ours = {key_id(k) for k in keys}
+    """A note when `out_dir` holds answers of another model, dataset, task or generation setting (other
+    pruning settings of the same setting are just other runs of one comparison: no note)."""
+    ours = {_setting(k) for k in keys}
     for path in sorted((out_dir / RUNS_DIR).glob("*.jsonl")):
         try:
             with path.open(encoding="utf-8") as f:
                 header = json.loads(f.readline()).get("header") or {}
         except (OSError, ValueError):
             continue
-        if header.get("key_id") in ours:
-            continue
         found = header.get("key")
+        if isinstance(found, dict) and _setting(found) in ours:
+            continue
         similar = [k for k in keys if isinstance(found, dict) and k["pruning"] == found.get("pruning")] or list(keys)
         what = describe_difference(found, similar[0]) if isinstance(found, dict) else "settings not recorded"
         return (
