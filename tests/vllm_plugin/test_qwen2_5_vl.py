@@ -127,6 +127,23 @@ def test_kept_tokens_keep_their_unpruned_positions(plain: Any, pruned: Any, coun
     torch.testing.assert_close(short_pos.steps[1], full_pos.steps[1], rtol=0, atol=0)  # first decode step
 
 
+def test_concurrent_requests_each_get_their_own_positions(pruned: Any) -> None:
+    """One engine step over several requests: each request's rows get its own images' offsets."""
+    model = engine_model(pruned)
+    reqs = [request([image(*SIZES[i], 90 + i)]) for i in range(3)]
+    reqs.append(request([image(*SIZES[3], 93), image(*SIZES[0], 94)]))
+    with PositionRecorder(model.language_model.model) as together:
+        outs = pruned.generate(reqs, GREEDY, use_tqdm=False)
+    lengths = [len(o.prompt_token_ids) for o in outs]
+    assert together.steps[0].shape[1] == sum(lengths)  # all prompts in one prefill step
+    alone = []
+    for req in reqs:  # the encoder cache now serves these images: the same rows, offsets included
+        with PositionRecorder(model.language_model.model) as rec:
+            pruned.generate([req], GREEDY, use_tqdm=False)
+        alone.append(rec.steps[0])
+    torch.testing.assert_close(together.steps[0], torch.cat(alone, dim=1), rtol=0, atol=0)
+
+
 def test_keep_one_generates_what_plain_vllm_generates(plain: Any, checkpoint: Path) -> None:
     """keep 1.0 runs the whole offset path (counts, channels, positions) and must change nothing."""
     requests = [request([image(*size, 70 + i)]) for i, size in enumerate(SIZES)]
