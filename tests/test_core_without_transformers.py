@@ -47,7 +47,7 @@ WITHOUT_TRANSFORMERS = textwrap.dedent(
     for method in gprune.available_methods():
         config = gprune.GPruneConfig(keep=0.5, method=method)
         kept = gprune.select_in_layout(packed, layout, config.keep, method=method, **config.selector_params())
-        assert len(kept) == gprune.kept_token_count(layout, 0.5), method
+        assert len(kept) == gprune.kept_token_count(layout, 0.5, method=method), method
     assert gprune.select_in_layout(packed, gprune.single_group_layout(layout.length), 8).numel() == 8
 
     text = SimpleNamespace(model_type="llama", hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
