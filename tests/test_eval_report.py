@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from gprune.evaluation.report import accuracy_figure, comparison_table, keep_label, pruning_settings
@@ -67,6 +69,9 @@ def test_two_models_get_their_own_lines_and_tables():
     runs = RUNS[:2] + [_run("none", 1.0, 0.9, 4e12, model="B"), _run("gprune", 0.5, 0.85, 2e12, model="B")]
     labels = [t.get_text() for t in accuracy_figure(runs).axes[0].get_legend().get_texts()]
     assert labels == ["unpruned · model A", "gprune · model A", "unpruned · model B", "gprune · model B"]
+    shared = [replace(r, label=f"{r.label} · data d.jsonl · 10 samples") for r in runs]
+    legend = [t.get_text() for t in accuracy_figure(shared).axes[0].get_legend().get_texts()]
+    assert legend == labels  # parts every setting shares are left out of the legend
     table = comparison_table(runs)
     assert table.count("Task: gqa") == 2 and table.count("| gprune | 0.5 |") == 2
     assert "| -5.00 |" in table  # each gprune row against its own model's unpruned run

@@ -135,11 +135,13 @@ def accuracy_figure(summaries: Sequence[RunSummary]) -> Any:
     use_flops = all(s.flops is not None for s in summaries)
     x_of = (lambda s: s.flops / 1e12) if use_flops else (lambda s: s.visual_tokens)
     groups = group_settings(summaries)
-    fig = Figure(figsize=(7, 4.5), dpi=120)
+    names = _distinct_labels([runs[0].label or "earlier runs" for runs in groups])
+    fig = Figure(figsize=(7, 4.5 + 0.25 * len(groups) * (len(groups) > 1)), dpi=120)
     ax = fig.add_subplot()
     markers = "os^Dv<>p"
+    star_faces = ["black", "white", "grey", "gold", "tab:red"]
     for g, runs in enumerate(groups):
-        suffix = f" · {runs[0].label or 'earlier runs'}" if len(groups) > 1 else ""
+        suffix = f" · {names[g]}" if len(groups) > 1 else ""
         lines: dict[tuple[str, str], list[RunSummary]] = defaultdict(list)
         for s in runs:
             lines[(s.method, pruning_settings(s))].append(s)
@@ -148,9 +150,12 @@ def accuracy_figure(summaries: Sequence[RunSummary]) -> Any:
             xs, ys = [x_of(s) for s in line], [100.0 * s.accuracy for s in line]
             name = method if extra == "–" else f"{method} ({extra})"
             if method == "none":
-                ax.scatter(xs, ys, marker="*", s=180, color="black", label=f"unpruned{suffix}", zorder=3)
+                face = star_faces[g % len(star_faces)]
+                ax.scatter(xs, ys, marker="*", s=180, color=face, edgecolors="black", label=f"unpruned{suffix}",
+                           zorder=3)
             else:
-                ax.plot(xs, ys, marker=markers[g % len(markers)], label=f"{name}{suffix}")
+                ax.plot(xs, ys, marker=markers[g % len(markers)], linestyle="-" if g == 0 else "--",
+                        label=f"{name}{suffix}")
             for s, x, y in zip(line, xs, ys, strict=True):
                 ax.annotate(keep_label(s.keep), (x, y), textcoords="offset points", xytext=(4, 5), fontsize=8)
     tasks = sorted({s.task for s in summaries})
@@ -159,9 +164,19 @@ def accuracy_figure(summaries: Sequence[RunSummary]) -> Any:
     ax.set_title("Accuracy against compute; point labels: keep (ratio, or tokens per image)", fontsize=9)
     ax.margins(0.12)  # room for the point labels at the edges
     ax.grid(alpha=0.3)
-    ax.legend(title="method", fontsize=8)
+    if len(groups) > 1:  # long labels: below the plot, where they cover no point
+        ax.legend(title="method", fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=1)
+    else:
+        ax.legend(title="method", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def _distinct_labels(labels: Sequence[str]) -> list[str]:
+    """The parts ("model X", "data Y", "N samples") in which settings differ, so legend entries stay short."""
+    parts = [label.split(" · ") for label in labels]
+    common = set.intersection(*(set(p) for p in parts)) if parts else set()
+    return [" · ".join(x for x in p if x not in common) or label for p, label in zip(parts, labels, strict=True)]
 
 
 def plot_accuracy_vs_flops(summaries: Sequence[RunSummary], path: str | Path) -> Path | None:
@@ -177,5 +192,5 @@ def plot_accuracy_vs_flops(summaries: Sequence[RunSummary], path: str | Path) ->
         return None
     fig = accuracy_figure(summaries)
     path = Path(path)
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
     return path

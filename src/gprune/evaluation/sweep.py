@@ -94,7 +94,10 @@ def setting_label(provenance: Mapping[str, Any], samples: int) -> str:
     parts = []
     if names.get("model") or model.get("fingerprint"):
         fp = str(model.get("fingerprint", ""))[:8]
-        parts.append(f"model {names.get('model', '?')}" + (f" [{fp}]" if fp else ""))
+        name = str(names.get("model", "?"))
+        if Path(name).is_absolute():  # a local folder: its name; hub ids ("org/model") stay as they are
+            name = Path(name).name
+        parts.append(f"model {name}" + (f" [{fp}]" if fp else ""))
     sha = str(dataset.get("sha256", ""))[:8]
     parts.append(f"data {names.get('dataset') or 'samples'}" + (f" [{sha}]" if sha else ""))
     parts.append(f"{samples} samples")
