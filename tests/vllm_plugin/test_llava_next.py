@@ -129,3 +129,11 @@ def test_bad_config_fails_at_start_up(checkpoint: Path, setting: dict[str, Any],
     with pytest.raises(Exception, match=message.replace("(", r"\(").replace(")", r"\)").replace("]", r"\]")) as err:
         make_engine(checkpoint, setting)
     assert "gprune" in str(err.value)
+
+
+def test_unsupported_architecture_fails_at_start_up(tmp_models: Path) -> None:
+    from tiny_models import save_llava
+
+    path = save_llava(tmp_models / "llava_1_5")
+    with pytest.raises(Exception, match="gprune's vLLM plugin does not support LlavaForConditionalGeneration"):
+        make_engine(path, {"keep": 0.5})

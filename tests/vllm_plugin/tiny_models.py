@@ -72,3 +72,13 @@ def save_qwen2_5_vl(path: Path, *, max_merged_tokens: int = 64) -> Path:
     side = 28
     Qwen2VLImageProcessor(min_pixels=(2 * side) ** 2, max_pixels=max_merged_tokens * side**2).save_pretrained(path)
     return path
+
+
+def save_llava(path: Path) -> Path:
+    """A tiny LLaVA-1.5 (an architecture the plugin refuses to prune); saved as transformers writes it."""
+    from gprune.testing.llava import tiny_llava
+
+    tiny = tiny_llava(hidden=128, dtype=torch.float32)
+    tiny.model.save_pretrained(path)
+    tiny.processor.save_pretrained(path)
+    return path

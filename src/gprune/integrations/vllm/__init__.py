@@ -3,9 +3,10 @@
 vLLM runs `register` in each of its processes (entry point group ``vllm.general_plugins``, installed with
 ``pip install 'gprune[vllm]'``). It re-registers the built-in architecture names with subclasses of
 vLLM's own model classes that prune, each carrying its processor, so a user's checkpoint needs no
-change; it changes nothing else. The model classes load lazily (``module:Class``), so registering
-imports no model code. Pruning is on only when the deployment sets ``--hf-overrides '{"gprune": {...}}'``;
-without it the classes behave as vLLM's.
+change. For the families gprune prunes only with transformers (`guards.GUARDED`) it registers vLLM's own
+class plus a start-up check, so a ``gprune`` override there fails instead of being ignored. The classes
+load lazily (``module:Class``), so registering imports no model code. Pruning is on only when the
+deployment sets ``--hf-overrides '{"gprune": {...}}'``; without it the classes behave as vLLM's.
 """
 
 from __future__ import annotations
@@ -28,8 +29,13 @@ def register() -> None:
     """
     from vllm import ModelRegistry
 
+    from gprune.integrations.vllm.guards import GUARDED, PREFIX
+
     for architecture, target in PLUGIN_MODELS.items():
         ModelRegistry.register_model(architecture, target)
+    for architecture in GUARDED:
+        if architecture in ModelRegistry.get_supported_archs():
+            ModelRegistry.register_model(architecture, f"gprune.integrations.vllm.guards:{PREFIX}{architecture}")
 
 
 __all__ = ["PLUGIN_MODELS", "register"]
