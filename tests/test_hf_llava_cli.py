@@ -12,6 +12,7 @@ from PIL import Image
 import gprune
 from gprune.cli import main
 from gprune.cli_demo import sample_photo_path
+from gprune.cli_run import printable
 from gprune.testing import tiny_llava_next
 
 
@@ -103,10 +104,13 @@ def test_unsupported_model_lists_the_supported_types(tmp_path, capsys):
     assert "does not support model_type 'llama'; supported:" in err and "llava_next" in err
 
 
-def test_demo_runs_offline_and_says_the_weights_are_random(capsys):
-    code, out, err = run(capsys, "demo", "--max-new-tokens", "2")
+def test_demo_runs_offline_and_says_the_weights_are_random(tmp_path, capsys):
+    code, out, err = run(capsys, "demo", "--max-new-tokens", "2", "--json", str(tmp_path / "demo.json"))
     assert code == 0, err
     assert "RANDOM WEIGHTS" in out
+    saved = json.loads((tmp_path / "demo.json").read_text())  # --json PATH: the text report and the file
+    assert saved["command"] == "demo" and saved["config"]["keep"] == 0.5
+    assert f"answer (pruned):   {printable(saved['pruned']['answer'])}\n" in out  # plain text, as `run` prints
     before, after = map(int, re.search(r"visual tokens: (\d+) -> (\d+)", out).groups())
     model = tiny_llava_next(tile=336, patch=14).model
     assert before == gprune.image_layout(model, (400, 600)).length > 576  # base view + grid + newlines

@@ -75,7 +75,7 @@ def environment() -> dict[str, Any]:
 def run_env(args: argparse.Namespace) -> int:
     env = environment()
     out = text_output(args)
-    width = max(len(name) for name in env["packages"])
+    width = max(len(name) for name in [*env["packages"], "--device auto"])
     for name, found in env["packages"].items():
         print(f"{name:<{width}}  {found or 'not installed'}", file=out)
     print(f"{'python':<{width}}  {env['python']} ({env['python_executable']})", file=out)
