@@ -242,23 +242,17 @@ def test_local_paths_are_not_hub_ids(tmp_path, monkeypatch):
     check_model_source("llava-hf/llava-1.5-7b-hf")  # a hub id: left to transformers
 
 
-def test_run_missing_model_and_cuda_on_cpu_torch_are_one_line_errors(tmp_path, capsys, monkeypatch, command="run"):
+def test_run_missing_model_and_cuda_on_cpu_torch_are_one_line_errors(tmp_path, capsys, monkeypatch):
     import torch
 
     from gprune.cli_demo import sample_photo_path
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    data = tmp_path / "d.jsonl"
-    data.write_text(json.dumps({"image": sample_photo_path(), "question": "q", "answers": ["a"]}) + "\n")
-    extra = (
-        ["--image", sample_photo_path(), "--prompt", "q"]
-        if command == "run"
-        else ["--data", str(data), "--task", "gqa", "--out", str(tmp_path / "out")]
-    )
-    code, _, err = run(capsys, command, "--model", str(tmp_path / "nope"), *extra)
+    extra = ["--image", sample_photo_path(), "--prompt", "q"]
+    code, _, err = run(capsys, "run", "--model", str(tmp_path / "nope"), *extra)
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
     assert f"no such model directory: {tmp_path / 'nope'}" in err
-    code, _, err = run(capsys, command, "--model", str(tmp_path / "nope"), "--device", "cuda", *extra)
+    code, _, err = run(capsys, "run", "--model", str(tmp_path / "nope"), "--device", "cuda", *extra)
     assert code == 2 and err.count("\n") == 1
     assert "--device cuda: this torch" in err and "sees no CUDA device; use --device cpu (or auto)" in err
 
