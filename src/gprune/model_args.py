@@ -9,15 +9,12 @@ for one release with a deprecation message; an unknown key names the closest kno
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from gprune.cli_options import DEFAULT_KEEP, Keep, did_you_mean, parse_keep
 from gprune.errors import UserError
-
-_LOG = logging.getLogger("gprune")
 
 MODEL_ARGS: tuple[str, ...] = (
     "pretrained", "method", "keep", "positions", "similarity_threshold", "temperature", "iterations",
@@ -31,7 +28,6 @@ DEPRECATED_MODEL_ARGS: dict[str, str] = {"keep_ratio": "keep", "keep_tokens": "k
 
 def _warn_stderr(message: str) -> None:
     print(f"gprune: warning: {message}", file=sys.stderr)
-    _LOG.warning(message)
 
 
 def check_model_arg_names(names: Iterable[str]) -> None:
