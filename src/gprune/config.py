@@ -8,10 +8,14 @@ from typing import Any, Literal
 
 from gprune.core import DEFAULT_ITERATIONS, DEFAULT_SIMILARITY_THRESHOLD, DEFAULT_TEMPERATURE
 from gprune.methods import available_methods
+from gprune.methods.gprune import Precision, check_precision
 from gprune.validation import Keep, check_keep, check_scoring_params
 
 PositionMode = Literal["original", "compact"]
 POSITION_MODES: tuple[str, ...] = ("original", "compact")
+
+GPRUNE_METHODS: tuple[str, ...] = ("gprune", "gprune-paper")
+"""The methods that score with G-Prune's graph, and so read `GPruneConfig.precision`."""
 
 PAPER_SIMILARITY_THRESHOLD = 0.7
 """The threshold the paper's ablation reports as best; the released code defaults to 0.5."""
@@ -30,6 +34,10 @@ class GPruneConfig:
         "compact" renumbers positions contiguously (for mRoPE models: each position value becomes its rank
         among the values kept tokens still use, which closes gaps but keeps an image's row/column order).
     method: registered selector name ("gprune" or a baseline).
+    precision: G-Prune's arithmetic. "fp32" (default) computes the method accurately; "released-fp16"
+        repeats the fp16 arithmetic of the authors' released code as their CUDA run computed it, to
+        reproduce the paper's selections (docs/algorithm.md: how often the two keep the same set).
+        Applies to "gprune" and "gprune-paper" only.
     method_params: extra keyword arguments for a baseline method (e.g. {"seed": 0}).
     """
 
@@ -40,6 +48,7 @@ class GPruneConfig:
     positions: PositionMode = "original"
     method: str = "gprune"
     method_params: dict[str, Any] = field(default_factory=dict)
+    precision: Precision = "fp32"
 
     def __post_init__(self) -> None:
         check_keep(self.keep)
@@ -48,6 +57,12 @@ class GPruneConfig:
             raise ValueError(f"positions must be one of {POSITION_MODES}, got {self.positions!r}")
         if self.method not in available_methods():
             raise ValueError(f"method must be one of {available_methods()}, got {self.method!r}")
+        check_precision(self.precision)
+        if self.precision != "fp32" and self.method not in GPRUNE_METHODS:
+            raise ValueError(
+                f"precision={self.precision!r} applies to G-Prune ({', '.join(GPRUNE_METHODS)}); "
+                f"method {self.method!r} always runs in fp32"
+            )
         if not isinstance(self.method_params, dict):
             raise TypeError(f"method_params must be a dict, got {type(self.method_params).__name__}")
 
@@ -58,8 +73,11 @@ class GPruneConfig:
                 "similarity_threshold": self.similarity_threshold,
                 "temperature": self.temperature,
                 "iterations": self.iterations,
+                "precision": self.precision,
                 **self.method_params,
             }
+        if self.method in GPRUNE_METHODS:
+            return {"precision": self.precision, **self.method_params}
         return dict(self.method_params)
 
     def to_dict(self) -> dict[str, Any]:
