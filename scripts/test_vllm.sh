@@ -98,5 +98,6 @@ echo "[test_vllm] venv ready in $((SECONDS - start)) s"
 
 [ "${1:-}" != --setup-only ] || exit 0
 export VLLM_ENABLE_V1_MULTIPROCESSING=0 VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-1}"
-"$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/vllm_plugin "$@"
+# An engine whose step raised can leave generate() waiting: bound the run (it takes ~4 min here).
+timeout 1500 "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/vllm_plugin "$@"
 echo "[test_vllm] total $((SECONDS - start)) s"

@@ -1,4 +1,5 @@
-"""gprune's vLLM plugin on a tiny Qwen2.5-VL: counts, kept features, unpruned mRoPE positions, greedy identity."""
+"""gprune's vLLM plugin on tiny Qwen2.5-VL and Qwen2-VL: counts, kept features, unpruned mRoPE positions, greedy
+identity, batching. Every test runs on both families (module fixtures parametrized by model type)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from vllm_helpers import EmbedRecorder, PositionRecorder, engine_model, make_eng
 from gprune.integrations.vllm.qwen_vl import (  # noqa: E402
     OFFSET_CHANNELS,
     GPruneQwen2_5_VLForConditionalGeneration,
+    GPruneQwen2VLForConditionalGeneration,
     image_layout,
 )
 from gprune.layouts import kept_token_count, select_in_layouts, single_group_layout  # noqa: E402
@@ -37,9 +39,9 @@ def request(images: list[Image.Image]) -> dict[str, Any]:
     return {"prompt": prompt, "multi_modal_data": {"image": images if len(images) > 1 else images[0]}}
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_models: Path) -> Path:
-    return save_qwen2_5_vl(tmp_models / "qwen2_5_vl")
+@pytest.fixture(scope="module", params=["qwen2_5_vl", "qwen2_vl"])
+def checkpoint(tmp_models: Path, request: pytest.FixtureRequest) -> Path:
+    return save_qwen2_5_vl(tmp_models / request.param, model_type=request.param)
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +59,8 @@ def image_token_id(llm: Any) -> int:
 
 
 def test_pruned_class_runs(plain: Any, pruned: Any) -> None:
-    assert isinstance(engine_model(pruned), GPruneQwen2_5_VLForConditionalGeneration)
+    pruning_classes = (GPruneQwen2_5_VLForConditionalGeneration, GPruneQwen2VLForConditionalGeneration)
+    assert isinstance(engine_model(pruned), pruning_classes)
     assert engine_model(pruned).gprune is not None and engine_model(plain).gprune is None
 
 
@@ -73,6 +76,15 @@ def test_prompt_keeps_text_and_the_kept_count_per_image(plain: Any, pruned: Any)
         assert len(full) - len(short) == n - kept_token_count(single_group_layout(n), KEEP)
 
 
+def unpruned_embeddings(model: Any, kwargs: dict[str, Any]) -> list[torch.Tensor]:
+    """vLLM's own `embed_multimodal` on the same inputs (the plugin's class without a setting is vLLM's)."""
+    setting, model.gprune = model.gprune, None
+    try:
+        return list(model.embed_multimodal(**kwargs))
+    finally:
+        model.gprune = setting
+
+
 def test_fed_tokens_are_the_kept_features_with_their_offsets(pruned: Any) -> None:
     model = engine_model(pruned)
     merge = model.visual.spatial_merge_size
@@ -82,7 +94,7 @@ def test_fed_tokens_are_the_kept_features_with_their_offsets(pruned: Any) -> Non
         pruned.generate(requests, GREEDY, use_tqdm=False)
     assert sum(len(out) for _, out in rec.calls) == len(SIZES) + 3
     for kwargs, out in rec.calls:
-        unpruned = list(super(GPruneQwen2_5_VLForConditionalGeneration, model).embed_multimodal(**kwargs))
+        unpruned = unpruned_embeddings(model, kwargs)
         grids = kwargs["image_grid_thw"].tolist()
         layouts = [image_layout(g, merge) for g in grids]
         kept = select_in_layouts(unpruned, layouts, KEEP, method="gprune", **model.gprune.selector_params())
@@ -157,5 +169,5 @@ def test_keep_one_generates_what_plain_vllm_generates(plain: Any, checkpoint: Pa
 
 
 def test_compact_positions_are_refused_at_start_up(checkpoint: Path) -> None:
-    with pytest.raises(Exception, match="supports positions='original' for qwen2_5_vl"):
+    with pytest.raises(Exception, match="supports positions='original' for qwen2"):
         make_engine(checkpoint, {"keep": 0.5, "positions": "compact"})

@@ -31,12 +31,12 @@ def save_llava_next(path: Path, *, tile: int = 32, patch: int = 8) -> Path:
     return path
 
 
-def save_qwen2_5_vl(path: Path, *, max_merged_tokens: int = 64) -> Path:
-    """A tiny Qwen2.5-VL (text width 128, 4 heads of 32, mRoPE sections 4/6/6; a 2-block vision tower).
+def save_qwen2_5_vl(path: Path, *, max_merged_tokens: int = 64, model_type: str = "qwen2_5_vl") -> Path:
+    """A tiny Qwen2.5-VL or Qwen2-VL (`model_type`): text width 128, 4 heads of 32, mRoPE sections 4/6/6.
 
     Images are resized to between 2x2 and about `max_merged_tokens` merged tokens (14 px patches, 2x2 merge).
     """
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+    import transformers
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
 
     from gprune.testing.qwen import IMAGE_PAD, VIDEO_PAD, VISION_END, VISION_START, _vision_config, tiny_qwen_tokenizer
@@ -56,9 +56,10 @@ def save_qwen2_5_vl(path: Path, *, max_merged_tokens: int = 64) -> Path:
         "eos_token_id": tokenizer.eos_token_id,
         "pad_token_id": tokenizer.pad_token_id,
     }
-    config = Qwen2_5_VLConfig(
+    names = {"qwen2_5_vl": "Qwen2_5_VL", "qwen2_vl": "Qwen2VL"}[model_type]
+    config = getattr(transformers, f"{names}Config")(
         text_config=text,
-        vision_config=_vision_config("qwen2_5_vl", hidden),
+        vision_config=_vision_config(model_type, hidden),
         image_token_id=ids[IMAGE_PAD],
         video_token_id=ids[VIDEO_PAD],
         vision_start_token_id=ids[VISION_START],
@@ -67,7 +68,7 @@ def save_qwen2_5_vl(path: Path, *, max_merged_tokens: int = 64) -> Path:
     config.eos_token_id = tokenizer.eos_token_id
     config.pad_token_id = tokenizer.pad_token_id
     torch.manual_seed(0)
-    Qwen2_5_VLForConditionalGeneration(config).eval().save_pretrained(path)
+    getattr(transformers, f"{names}ForConditionalGeneration")(config).eval().save_pretrained(path)
     tokenizer.save_pretrained(path)
     side = 28
     Qwen2VLImageProcessor(min_pixels=(2 * side) ** 2, max_pixels=max_merged_tokens * side**2).save_pretrained(path)

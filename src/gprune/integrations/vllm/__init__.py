@@ -1,4 +1,4 @@
-"""gprune's vLLM plugin: G-Prune inside ``vllm serve`` for LLaVA-NeXT and Qwen2.5-VL (see docs/vllm.md).
+"""gprune's vLLM plugin: G-Prune inside ``vllm serve`` for LLaVA-NeXT, Qwen2.5-VL and Qwen2-VL (docs/vllm.md).
 
 vLLM runs `register` in each of its processes (entry point group ``vllm.general_plugins``, installed with
 ``pip install 'gprune[vllm]'``). It re-registers the built-in architecture names with subclasses of
@@ -18,6 +18,7 @@ PLUGIN_MODELS: dict[str, str] = {
     "Qwen2_5_VLForConditionalGeneration": (
         "gprune.integrations.vllm.qwen_vl:GPruneQwen2_5_VLForConditionalGeneration"
     ),
+    "Qwen2VLForConditionalGeneration": "gprune.integrations.vllm.qwen_vl:GPruneQwen2VLForConditionalGeneration",
 }
 """Architecture name (as in a checkpoint's ``config.json``) -> the pruning class vLLM loads for it."""
 

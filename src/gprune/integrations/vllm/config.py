@@ -81,7 +81,8 @@ _POSITION_REASONS = {
         "they are numbered contiguously ('compact')."
     ),
     "qwen2_5_vl": (
-        "kept tokens keep their unpruned (t, h, w) mRoPE positions ('original'), set after the features "
-        "exist by vLLM's multimodal-pruning hook (recompute_mrope_positions)."
+        "kept tokens keep their unpruned (t, h, w) mRoPE positions ('original'), carried with the features "
+        "(see gprune.integrations.vllm.qwen_vl)."
     ),
 }
+_POSITION_REASONS["qwen2_vl"] = _POSITION_REASONS["qwen2_5_vl"]

@@ -20,7 +20,6 @@ GUARDED: tuple[str, ...] = (
     "LlavaOnevisionForConditionalGeneration",
     "Mistral3ForConditionalGeneration",
     "Gemma3ForConditionalGeneration",
-    "Qwen2VLForConditionalGeneration",
     "Qwen3VLForConditionalGeneration",
     "Idefics3ForConditionalGeneration",
     "SmolVLMForConditionalGeneration",

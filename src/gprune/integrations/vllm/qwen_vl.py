@@ -1,4 +1,7 @@
-"""G-Prune for vLLM's Qwen2.5-VL: kept count sized at prompt processing, unpruned mRoPE positions kept.
+"""G-Prune for vLLM's Qwen2.5-VL and Qwen2-VL: kept count sized at prompt processing, unpruned mRoPE positions.
+
+Both families share vLLM's interface (processor updates from ``image_grid_thw``, `iter_mm_grid_thw`,
+`get_mrope_input_positions`), so one mixin serves both classes.
 
 Counts. vLLM sizes an image's placeholder run in `_get_prompt_updates` from ``image_grid_thw``; here it is
 ``kept_token_count(single_group_layout(t*h*w / merge**2), keep)``, and `embed_multimodal` keeps that many
@@ -40,6 +43,12 @@ from vllm.model_executor.models.qwen2_5_vl import (
     Qwen2_5_VLMultiModalProcessor,
     Qwen2_5_VLProcessingInfo,
 )
+from vllm.model_executor.models.qwen2_vl import (
+    Qwen2VLDummyInputsBuilder,
+    Qwen2VLForConditionalGeneration,
+    Qwen2VLMultiModalProcessor,
+    Qwen2VLProcessingInfo,
+)
 from vllm.multimodal import MULTIMODAL_REGISTRY
 from vllm.multimodal.processing import PromptReplacement, PromptUpdate
 from vllm.multimodal.utils import copy_mm_embedding_modality
@@ -49,14 +58,13 @@ from gprune.integrations.vllm.config import ServingPruning, VllmConfigError, ser
 from gprune.layouts import TokenLayout, kept_token_count, select_in_layouts, single_group_layout
 
 logger = init_logger(__name__)
-FAMILY = "qwen2_5_vl"
 POSITIONS = "original"
 OFFSET_CHANNELS = 3
 """Extra embedding channels that carry each media row's (t, h, w) offset from `embed_multimodal` on."""
 
 
 def pruning(hf_config: Any) -> ServingPruning | None:
-    return serving_pruning(hf_config, family=FAMILY, positions=POSITIONS)
+    return serving_pruning(hf_config, family=str(hf_config.model_type), positions=POSITIONS)
 
 
 def image_layout(grid_thw: Sequence[int], merge: int) -> TokenLayout:
@@ -65,8 +73,10 @@ def image_layout(grid_thw: Sequence[int], merge: int) -> TokenLayout:
     return single_group_layout(t * h * w // merge**2)
 
 
-class GPruneQwen2_5_VLMultiModalProcessor(Qwen2_5_VLMultiModalProcessor):
-    """Image placeholder runs sized to the kept count; video runs unpruned."""
+class _PrunedPromptUpdates:
+    """Processor mixin: image placeholder runs sized to the kept count; video runs unpruned."""
+
+    info: Any
 
     def _get_prompt_updates(
         self, mm_items: Any, hf_processor_mm_kwargs: Mapping[str, Any], out_mm_kwargs: Any
@@ -91,22 +101,22 @@ class GPruneQwen2_5_VLMultiModalProcessor(Qwen2_5_VLMultiModalProcessor):
         ]
 
 
-@MULTIMODAL_REGISTRY.register_processor(
-    GPruneQwen2_5_VLMultiModalProcessor, info=Qwen2_5_VLProcessingInfo, dummy_inputs=Qwen2_5_VLDummyInputsBuilder
-)
-class GPruneQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
-    """vLLM's Qwen2.5-VL whose image embeddings are the tokens G-Prune keeps, at their unpruned positions."""
+class _PrunedQwen:
+    """Model mixin: image embeddings are the tokens G-Prune keeps, at their unpruned positions."""
+
+    config: Any
+    visual: Any
 
     def __init__(self, *, vllm_config: VllmConfig, prefix: str = "") -> None:
         self.gprune = pruning(vllm_config.model_config.hf_config)  # a bad setting fails before weights load
         if self.gprune is not None:
-            logger.info("gprune: pruning %s images with %s", "Qwen2.5-VL", self.gprune.config.to_json())
+            logger.info("gprune: pruning %s images with %s", self.gprune.family, self.gprune.config.to_json())
         if self.gprune is not None:
             if vllm_config.parallel_config.pipeline_parallel_size > 1:
-                raise VllmConfigError("gprune on Qwen2.5-VL does not support pipeline parallelism (see docs/vllm.md)")
+                raise VllmConfigError("gprune on Qwen-VL does not support pipeline parallelism (see docs/vllm.md)")
             if vllm_config.model_config.get_multimodal_config().is_multimodal_pruning_enabled():
-                raise VllmConfigError("gprune on Qwen2.5-VL cannot be combined with --video-pruning-rate (EVS)")
-        super().__init__(vllm_config=vllm_config, prefix=prefix)
+                raise VllmConfigError("gprune on Qwen-VL cannot be combined with --video-pruning-rate (EVS)")
+        super().__init__(vllm_config=vllm_config, prefix=prefix)  # type: ignore[call-arg]
         self._offsets: tuple[Tensor, Tensor] | None = None  # (step rows, (3, rows) offsets) until forward
 
     def embed_multimodal(self, **kwargs: object) -> Any:
@@ -114,11 +124,12 @@ class GPruneQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGeneratio
             return super().embed_multimodal(**kwargs)
         merge = self.visual.spatial_merge_size
         out: tuple[Tensor, ...] = ()
-        for modality, mm_input in self._parse_and_validate_multimodal_inputs(**kwargs).items():
+        for key, mm_input in self._parse_and_validate_multimodal_inputs(**kwargs).items():
+            modality = "image" if key.startswith("image") else "video"  # Qwen2-VL's keys are plural
             grids = mm_input[f"{modality}_grid_thw"].tolist()
             if modality == "image":
                 if mm_input["type"] == "image_embeds":
-                    raise ValueError("gprune on Qwen2.5-VL prunes pixels; pre-computed image_embeds are not supported")
+                    raise ValueError("gprune on Qwen-VL prunes pixels; pre-computed image_embeds are not supported")
                 features = list(self._process_image_input(mm_input))
                 kept = _kept_indices(features, [image_layout(g, merge) for g in grids], self.gprune)
                 for f, g, k in zip(features, grids, kept, strict=True):
@@ -190,7 +201,7 @@ class GPruneQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGeneratio
         return torch.from_numpy(positions), int(next_pos + tail - len(input_tokens))
 
 
-def _media_runs(model: Qwen2_5_VLForConditionalGeneration, mm_features: list[Any]) -> Iterator[tuple[int, int, int]]:
+def _media_runs(model: Any, mm_features: list[Any]) -> Iterator[tuple[int, int, int]]:
     """(prompt offset, placeholder run length, unpruned extent in positions) per image or video, in order."""
     for (offset, t, h, w, t_factor), feature in zip(
         model.iter_mm_grid_thw(mm_features), sorted(mm_features, key=lambda f: f.mm_position.offset), strict=True
@@ -224,4 +235,32 @@ def _with_offsets(
     return torch.cat([features, offsets.to(device=features.device, dtype=features.dtype)], dim=1)
 
 
-__all__ = ["GPruneQwen2_5_VLForConditionalGeneration", "GPruneQwen2_5_VLMultiModalProcessor", "image_layout"]
+class GPruneQwen2_5_VLMultiModalProcessor(_PrunedPromptUpdates, Qwen2_5_VLMultiModalProcessor):
+    """Qwen2.5-VL's processor with image placeholder runs sized to the kept count."""
+
+
+@MULTIMODAL_REGISTRY.register_processor(
+    GPruneQwen2_5_VLMultiModalProcessor, info=Qwen2_5_VLProcessingInfo, dummy_inputs=Qwen2_5_VLDummyInputsBuilder
+)
+class GPruneQwen2_5_VLForConditionalGeneration(_PrunedQwen, Qwen2_5_VLForConditionalGeneration):
+    """vLLM's Qwen2.5-VL whose image embeddings are the tokens G-Prune keeps, at their unpruned positions."""
+
+
+class GPruneQwen2VLMultiModalProcessor(_PrunedPromptUpdates, Qwen2VLMultiModalProcessor):
+    """Qwen2-VL's processor with image placeholder runs sized to the kept count."""
+
+
+@MULTIMODAL_REGISTRY.register_processor(
+    GPruneQwen2VLMultiModalProcessor, info=Qwen2VLProcessingInfo, dummy_inputs=Qwen2VLDummyInputsBuilder
+)
+class GPruneQwen2VLForConditionalGeneration(_PrunedQwen, Qwen2VLForConditionalGeneration):
+    """vLLM's Qwen2-VL whose image embeddings are the tokens G-Prune keeps, at their unpruned positions."""
+
+
+__all__ = [
+    "GPruneQwen2VLForConditionalGeneration",
+    "GPruneQwen2_5_VLForConditionalGeneration",
+    "GPruneQwen2VLMultiModalProcessor",
+    "GPruneQwen2_5_VLMultiModalProcessor",
+    "image_layout",
+]
