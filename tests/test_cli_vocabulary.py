@@ -312,3 +312,19 @@ def test_answers_are_plain_text_with_control_characters_replaced():
     assert printable("café\x00\x1b[2J ok\n") == "café\ufffd\ufffd[2J ok\n"
     lines = format_report(_report(others=0.0))
     assert "answer (pruned):   a\ufffdb\nc" in lines and "answer (unpruned): a\ufffdb\nc" in lines
+
+
+def test_an_unreachable_hub_id_is_one_line_with_a_hint(monkeypatch):
+    import transformers
+
+    from gprune.cli_model import load_pretrained
+
+    def offline(*args, **kwargs):
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files. Check your connection.")
+
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", offline)
+    with pytest.raises(UserError) as info:
+        load_pretrained("org/model", device="cpu")
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("cannot load model 'org/model': We couldn't connect")
+    assert "offline? a hub id needs the network or the local cache; give a local folder" in message

@@ -146,7 +146,10 @@ def load_pretrained(
     try:
         model_config = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
-        raise UserError(f"cannot load model {name!r}: {_first_line(err)}") from None
+        hint = ""
+        if "connect" in str(err).lower() and not looks_like_path(name):
+            hint = " (offline? a hub id needs the network or the local cache; give a local folder, e.g. ./model)"
+        raise UserError(f"cannot load model {name!r}: {_first_line(err)}{hint}") from None
     get_adapter_class(model_config)
     processor = load_processor(name, trust_remote_code=trust_remote_code)
     kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
