@@ -15,12 +15,13 @@ from safetensors.torch import load_file, save_file
 from gprune.testing.llava import tiny_llava_next
 
 
-def save_llava_next(path: Path, *, tile: int = 32, patch: int = 8) -> Path:
+def save_llava_next(path: Path, *, tile: int = 32, patch: int = 8, hidden: int = 128, layers: int = 2) -> Path:
     """A tiny LLaVA-NeXT (by default a 4x4-token base view of a 32 px tile, grids up to 2x2 / 1x3; head_dim 32).
 
-    ``tile=336, patch=14`` gives the released model's token counts (576 + up to 2304 per image).
+    ``tile=336, patch=14`` gives the released model's token counts (576 + up to 2304 per image). The text
+    model has 4 heads: `hidden` / 4 must be a CPU attention head size (32, 64, 80, ..., 256).
     """
-    tiny = tiny_llava_next(hidden=128, dtype=torch.float32, tile=tile, patch=patch)
+    tiny = tiny_llava_next(hidden=hidden, layers=layers, dtype=torch.float32, tile=tile, patch=patch)
     tiny.model.save_pretrained(path)
     tiny.processor.save_pretrained(path)
     weights = path / "model.safetensors"
@@ -31,8 +32,10 @@ def save_llava_next(path: Path, *, tile: int = 32, patch: int = 8) -> Path:
     return path
 
 
-def save_qwen2_5_vl(path: Path, *, max_merged_tokens: int = 64, model_type: str = "qwen2_5_vl") -> Path:
-    """A tiny Qwen2.5-VL or Qwen2-VL (`model_type`): text width 128, 4 heads of 32, mRoPE sections 4/6/6.
+def save_qwen2_5_vl(
+    path: Path, *, max_merged_tokens: int = 64, model_type: str = "qwen2_5_vl", hidden: int = 128, layers: int = 2
+) -> Path:
+    """A tiny Qwen2.5-VL or Qwen2-VL (`model_type`): by default text width 128, 4 heads of 32, 2 layers.
 
     Images are resized to between 2x2 and about `max_merged_tokens` merged tokens (14 px patches, 2x2 merge).
     """
@@ -43,15 +46,16 @@ def save_qwen2_5_vl(path: Path, *, max_merged_tokens: int = 64, model_type: str 
 
     tokenizer = tiny_qwen_tokenizer()
     ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in (IMAGE_PAD, VIDEO_PAD, VISION_START, VISION_END)}
-    hidden = 128
+    half = hidden // 8  # half the head size (4 heads), split 1/4 : 3/8 : 3/8 as Qwen's 16/24/24 of 64
+    sections = [half // 4, 3 * half // 8, 3 * half // 8]
     text = {
         "vocab_size": len(tokenizer),
         "hidden_size": hidden,
-        "intermediate_size": 256,
-        "num_hidden_layers": 2,
+        "intermediate_size": 2 * hidden,
+        "num_hidden_layers": layers,
         "num_attention_heads": 4,
         "num_key_value_heads": 2,
-        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6]},
+        "rope_parameters": {"rope_type": "default", "rope_theta": 1e4, "mrope_section": sections},
         "max_position_embeddings": 4096,
         "eos_token_id": tokenizer.eos_token_id,
         "pad_token_id": tokenizer.pad_token_id,
