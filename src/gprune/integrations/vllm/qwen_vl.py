@@ -74,25 +74,25 @@ def image_layout(grid_thw: Sequence[int], merge: int) -> TokenLayout:
 
 
 class _PrunedPromptUpdates:
-    """Processor mixin: image placeholder runs sized to the kept count; video runs unpruned."""
+    """Processor mixin: with a setting, image placeholder runs sized to the kept count, video runs unpruned."""
 
     info: Any
 
     def _get_prompt_updates(
         self, mm_items: Any, hf_processor_mm_kwargs: Mapping[str, Any], out_mm_kwargs: Any
     ) -> Sequence[PromptUpdate]:
+        setting = pruning(self.info.get_hf_config())
+        if setting is None:  # vLLM's own updates (EVS video pruning included)
+            return super()._get_prompt_updates(mm_items, hf_processor_mm_kwargs, out_mm_kwargs)  # type: ignore[misc]
         hf_processor = self.info.get_hf_processor(**hf_processor_mm_kwargs)
         merge = self.info.get_image_processor(**hf_processor_mm_kwargs).merge_size
         vocab = self.info.get_tokenizer().get_vocab()
         token = {"image": vocab[hf_processor.image_token], "video": vocab[hf_processor.video_token]}
-        setting = pruning(self.info.get_hf_config())
 
         def replacement(item_idx: int, modality: str) -> list[int]:
             grid = out_mm_kwargs[modality][item_idx][f"{modality}_grid_thw"].data.tolist()
             layout = image_layout(grid, merge)
-            count = layout.length
-            if modality == "image" and setting is not None:
-                count = kept_token_count(layout, setting.keep)
+            count = kept_token_count(layout, setting.keep) if modality == "image" else layout.length
             return [token[modality]] * count
 
         return [
@@ -111,7 +111,6 @@ class _PrunedQwen:
         self.gprune = pruning(vllm_config.model_config.hf_config)  # a bad setting fails before weights load
         if self.gprune is not None:
             logger.info("gprune: pruning %s images with %s", self.gprune.family, self.gprune.config.to_json())
-        if self.gprune is not None:
             if vllm_config.parallel_config.pipeline_parallel_size > 1:
                 raise VllmConfigError("gprune on Qwen-VL does not support pipeline parallelism (see docs/vllm.md)")
             if vllm_config.model_config.get_multimodal_config().is_multimodal_pruning_enabled():
