@@ -13,6 +13,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from gprune import graph_blocks
 from gprune.validation import Keep, check_features, check_finite_rows, check_keep, check_scoring_params
 
 DEFAULT_SIMILARITY_THRESHOLD = 0.5
@@ -142,9 +143,12 @@ def _propagate(
 
     b, n, _ = x.shape
     chunk = max(1, GRAPH_CHUNK_BYTES // (4 * n * n))
+    propagate = _propagate_chunk
+    if graph_blocks.bounded_scoring_needed(n):  # dense N x N buffers over budget: build the graph in blocks
+        propagate = graph_blocks.propagate_bounded
     parts = [
-        _propagate_chunk(x[i : i + chunk], info[i : i + chunk], valid[i : i + chunk], similarity_threshold,
-                         temperature, iterations, keep_all_steps)
+        propagate(x[i : i + chunk], info[i : i + chunk], valid[i : i + chunk], similarity_threshold,
+                  temperature, iterations, keep_all_steps)
         for i in range(0, b, chunk)
     ]
     steps = [torch.cat(step_parts) for step_parts in zip(*(p[0] for p in parts), strict=True)]

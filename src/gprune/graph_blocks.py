@@ -1,0 +1,258 @@
+"""G-Prune scoring in bounded memory, for groups too large for the dense N x N buffers (videos, huge images).
+
+The dense path (`gprune.core`) holds two fp32 N x N matrices and a boolean one: about 9 N^2 bytes, 2.3 GiB
+at N = 16,384 and 9 GiB at 32,768. Here the graph is built a block of rows at a time and never held dense:
+
+- The similarity rows ``S_I = unit_I @ unit^T`` of one block are thresholded into edges at once; only the
+  edges are kept (the threshold s makes P sparse: at s = 0.5 most pairs of tokens are not edges).
+- The transition matrix is ``P = diag(1/Z) E`` with ``E_ij = exp((S_ij - 1) / tau)`` on edges, 0 elsewhere,
+  and ``Z_i`` the row sums: the row softmax of the released code, shifted by the diagonal's ``1/tau``
+  instead of the row maximum (equal up to rounding; the diagonal is the maximum but for rounding).
+- E is symmetric, so a propagation step ``v P = (v / Z) E`` is ``E (v / Z)``: each block needs its own rows
+  only, never a transpose.
+- A block's rows of E are cached as CSR (int32 indices: 8 bytes an edge) or, when more than half of them
+  are edges, dense fp32 (4 bytes an entry) -- whichever is smaller -- while the cache stays under its
+  share of the budget. Blocks that do not fit are recomputed from the features at every step: the
+  result is the same, the time grows by their share of the similarity product per step.
+
+Peak extra memory is then the block workspace (a fixed share of the budget) and the cache (the rest),
+plus O(N) vectors: within the budget, but for a floor of `MIN_BLOCK_ROWS` rows per block. No normalised
+copy of the features is made (the dense path holds one). The
+scores equal the dense path's up to fp32 rounding and keep the same tokens (tests/test_graph_blocks.py
+checks both against the dense computation).
+
+`gprune.core` switches to this path when the dense buffers would exceed `MEMORY_BUDGET_BYTES`
+(`bounded_scoring_needed`); small groups -- every image of the supported models at default settings --
+take the dense path unchanged.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor
+
+MEMORY_BUDGET_BYTES = 512 * 2**20
+"""Peak extra memory one group's scoring may use. Groups whose dense buffers (`dense_peak_bytes`) fit in it
+are scored densely; larger ones are scored here within it. Module-level so a user can raise or lower it."""
+
+DENSE_BYTES_PER_PAIR = 9
+"""The dense path's buffers per token pair: fp32 similarity, fp32 transition, one bool mask."""
+
+WORKSPACE_SHARE = 0.5
+"""Share of the budget for one block's workspace; the rest caches the graph's
+edges. Larger blocks make the blockwise similarity product faster: each block re-reads all N vectors."""
+
+WORKSPACE_BYTES_PER_ENTRY = 16
+"""Workspace per entry of a row block in the worst case: fp32 similarity and bool edge mask, then for a
+block cached sparse (at most half its entries edges) int64 flat indices, int32 columns, fp32 values."""
+
+MIN_BLOCK_ROWS, MAX_BLOCK_ROWS = 8, 1024
+
+
+def dense_peak_bytes(n: int) -> int:
+    """Approximate peak extra bytes of the dense path for one group of `n` tokens."""
+    return DENSE_BYTES_PER_PAIR * n * n
+
+
+_FORCED = False
+
+
+def bounded_scoring_needed(n: int, budget: int | None = None) -> bool:
+    """Whether a group of `n` tokens is scored here: its dense buffers exceed the budget (or `bounded_scoring`)."""
+    return _FORCED or dense_peak_bytes(n) > (MEMORY_BUDGET_BYTES if budget is None else budget)
+
+
+@contextmanager
+def bounded_scoring(memory_budget: int | None = None) -> Iterator[None]:
+    """Score every group in blocks within the block, with `memory_budget` bytes if given.
+
+    For benchmarks, tests, and callers who want a hard bound for groups of any size. Sets module state:
+    not for concurrent threads that expect the default.
+    """
+    global _FORCED, MEMORY_BUDGET_BYTES
+    saved = _FORCED, MEMORY_BUDGET_BYTES
+    _FORCED = True
+    if memory_budget is not None:
+        if memory_budget < 1:
+            raise ValueError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
+        MEMORY_BUDGET_BYTES = int(memory_budget)
+    try:
+        yield
+    finally:
+        _FORCED, MEMORY_BUDGET_BYTES = saved
+
+
+def block_rows(n: int, budget: int) -> int:
+    """Rows per block so that one block's worst-case workspace stays within its share of `budget`."""
+    rows = int(budget * WORKSPACE_SHARE) // (WORKSPACE_BYTES_PER_ENTRY * max(n, 1))
+    return max(MIN_BLOCK_ROWS, min(MAX_BLOCK_ROWS, rows, n))
+
+
+class _Rows:
+    """Builds rows of E (edge weights) and their edges for one group, from its features and norms.
+
+    No normalised copy of the features is held (N x D fp32: 235 MiB at N = 16,384, D = 3584): a block's
+    similarities are ``(x_I / |x_I|) @ x^T`` scaled by ``1 / |x_j|`` column-wise, which differs from the
+    dense path's ``unit_I @ unit^T`` by rounding only. Zero vectors get similarity 0, as normalised there.
+    """
+
+    def __init__(self, x: Tensor, norms: Tensor, node: Tensor, threshold: float, temperature: float) -> None:
+        self.x, self.inv_norm = x, 1.0 / norms.clamp_min(1e-12)  # the eps of torch.nn.functional.normalize
+        self.node, self.threshold, self.inv_tau = node, threshold, 1.0 / temperature
+        self.all_nodes = bool(node.all())
+
+    def similarity_edges(self, start: int, stop: int) -> tuple[Tensor, Tensor]:
+        """(S rows with the diagonal set to 1, edge mask) for rows start:stop; the diagonal is always an edge."""
+        sim = (self.x[start:stop] * self.inv_norm[start:stop, None]) @ self.x.mT
+        sim.mul_(self.inv_norm)
+        edge = sim >= self.threshold
+        if not self.all_nodes:  # zero vectors and masked tokens join no edge but their self-loop
+            edge &= self.node[start:stop, None] & self.node[None, :]
+        diagonal = torch.arange(stop - start, device=sim.device)
+        sim[diagonal, diagonal + start] = 1.0
+        edge[diagonal, diagonal + start] = True
+        return sim, edge
+
+    def weights(self, sim: Tensor, edge: Tensor) -> Tensor:
+        """Dense E rows: ``exp((S - 1) / tau)`` on edges, exactly 0 elsewhere (computed in place on `sim`)."""
+        return sim.sub_(1.0).mul_(self.inv_tau).exp_().masked_fill_(~edge, 0.0)
+
+    def edge_weights(self, sim: Tensor, edge: Tensor) -> tuple[Tensor, Tensor]:
+        """The edges of `weights` only, row by row: (int32 columns, fp32 values), the same numbers."""
+        flat = edge.view(-1).nonzero().squeeze(1)  # row-major
+        values = sim.view(-1).index_select(0, flat).sub_(1.0).mul_(self.inv_tau).exp_()
+        return (flat % sim.shape[1]).to(torch.int32), values
+
+
+class _EdgeCache:
+    """Rows of E kept between propagation steps, within `capacity` bytes.
+
+    Sparse rows go into one CSR matrix (int32 indices, 8 bytes an edge) written into buffers allocated
+    once at full capacity (untouched pages cost no memory), so every step is one sparse product -- torch's
+    CSR product has a fixed cost of several ms a call, too much to pay per block. Blocks with more than
+    half their entries edges are kept dense (4 bytes an entry), which is smaller.
+    """
+
+    def __init__(self, n: int, capacity: int, device: torch.device) -> None:
+        self.n, self.left = n, capacity
+        self.columns = torch.empty(capacity // 8, dtype=torch.int32, device=device)
+        self.values = torch.empty(capacity // 8, dtype=torch.float32, device=device)
+        self.used = 0
+        self.row_counts: list[Tensor] = []
+        self.sparse_rows: list[Tensor] = []
+        self.dense: dict[tuple[int, int], Tensor] = {}
+
+    def add(self, rows: _Rows, start: int, stop: int, sim: Tensor, edge: Tensor, counts: Tensor) -> bool:
+        """Cache rows start:stop (edges per row `counts`; consumes `sim`) if they fit; False: recompute them."""
+        edges, entries = int(counts.sum()), (stop - start) * self.n
+        if 2 * edges > entries:
+            if 4 * entries > self.left:
+                return False
+            self.dense[(start, stop)] = rows.weights(sim, edge)
+            self.left -= 4 * entries
+            return True
+        if 8 * edges + 4 * (stop - start) > self.left or self.used + edges > self.values.numel():
+            return False
+        columns, values = rows.edge_weights(sim, edge)
+        self.columns[self.used : self.used + edges] = columns
+        self.values[self.used : self.used + edges] = values
+        self.used += edges
+        self.left -= 8 * edges + 4 * (stop - start)
+        self.row_counts.append(counts)
+        self.sparse_rows.append(torch.arange(start, stop, device=sim.device))
+        return True
+
+    def finish(self) -> tuple[Tensor, Tensor] | None:
+        """(CSR matrix of the sparse rows, their row numbers), or None when no row is sparse."""
+        if not self.row_counts:
+            return None
+        counts = torch.cat(self.row_counts)
+        crow = torch.cat([counts.new_zeros(1), counts.cumsum(0, dtype=torch.int32)])
+        with warnings.catch_warnings():  # torch calls its sparse CSR support beta; we use construction and @ only
+            warnings.simplefilter("ignore", UserWarning)
+            csr = torch.sparse_csr_tensor(
+                crow, self.columns[: self.used], self.values[: self.used], (counts.numel(), self.n),
+                check_invariants=False,
+            )
+        return csr, torch.cat(self.sparse_rows)
+
+
+def propagate_bounded(
+    x: Tensor,
+    info: Tensor,
+    valid: Tensor,
+    similarity_threshold: float,
+    temperature: float,
+    iterations: int,
+    keep_all_steps: bool,
+    *,
+    memory_budget: int | None = None,
+) -> tuple[list[Tensor], Tensor]:
+    """Propagate information on each item's graph within `memory_budget` bytes (default `MEMORY_BUDGET_BYTES`).
+
+    Same contract as `gprune.core._propagate_chunk`: `x` (B, N, D) fp32 with masked rows zeroed, `info`
+    (B, N) the initial information, `valid` (B, N); returns the information per step ((B, N) each; all
+    T + 1 steps with `keep_all_steps`, else the last) and the degree (B, N) int32, self-loop included.
+    """
+    budget = MEMORY_BUDGET_BYTES if memory_budget is None else int(memory_budget)
+    if budget < 1:
+        raise ValueError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
+    items = [
+        _propagate_one(x[b], info[b], valid[b], similarity_threshold, temperature, iterations, keep_all_steps, budget)
+        for b in range(x.shape[0])
+    ]
+    steps = [torch.stack(step) for step in zip(*(item[0] for item in items), strict=True)]
+    return steps, torch.stack([item[1] for item in items])
+
+
+def _propagate_one(
+    x: Tensor,
+    info: Tensor,
+    valid: Tensor,
+    threshold: float,
+    temperature: float,
+    iterations: int,
+    keep_all_steps: bool,
+    budget: int,
+) -> tuple[list[Tensor], Tensor]:
+    n = x.shape[0]
+    rows = _Rows(x, info, valid & (info > 0), threshold, temperature)
+    step = block_rows(n, budget)
+    bounds = [(start, min(start + step, n)) for start in range(0, n, step)]
+    cache = _EdgeCache(n, budget - int(budget * WORKSPACE_SHARE), x.device)
+    recompute: list[tuple[int, int]] = []
+    degree = torch.empty(n, dtype=torch.int32, device=x.device)
+    norm = torch.empty(n, dtype=torch.float32, device=x.device)  # Z_i, the softmax denominators
+
+    for start, stop in bounds:
+        sim, edge = rows.similarity_edges(start, stop)
+        # edges per row, self included; summed in slices so the int32 cast stays cache-sized (as core does)
+        degree[start:stop] = torch.cat([part.sum(dim=1, dtype=torch.int32) for part in edge.split(256)])
+        if not cache.add(rows, start, stop, sim, edge, degree[start:stop]):
+            recompute.append((start, stop))
+            norm[start:stop] = rows.weights(sim, edge).sum(dim=1)
+        del sim, edge
+    sparse = cache.finish()
+    for (start, stop), block in cache.dense.items():
+        norm[start:stop] = block.sum(dim=1)
+    if sparse is not None:
+        norm[sparse[1]] = sparse[0] @ torch.ones(n, device=x.device)
+
+    v = info
+    steps = [info]
+    for _ in range(iterations):
+        scaled = v / norm  # v P = (v / Z) E, and E is symmetric: rows of E times (v / Z)
+        out = torch.empty_like(v)
+        if sparse is not None:
+            out[sparse[1]] = sparse[0] @ scaled
+        for (start, stop), block in cache.dense.items():
+            out[start:stop] = block @ scaled
+        for start, stop in recompute:
+            out[start:stop] = rows.weights(*rows.similarity_edges(start, stop)) @ scaled
+        v = out
+        steps = [*steps, v] if keep_all_steps else [v]
+    return steps, degree
