@@ -267,6 +267,17 @@ def test_kept_tokens_is_the_real_count(tiny, keep, size):
         assert report.images[0].tokens_after == min(keep, report.images[0].tokens_before)
 
 
+@pytest.mark.parametrize("method", ["gprune", "divprune-released", "dart"])
+def test_kept_tokens_counts_with_the_configs_method(tiny, method):
+    """divprune-released counts over the whole packed image, newlines included: kept_tokens must too."""
+    config = gprune.GPruneConfig(keep=0.33, method=method)
+    inputs = encode(tiny, [(40, 70)])
+    with gprune.pruned(tiny.model, config):
+        tiny.model(**inputs)
+        kept = gprune.last_report(tiny.model).images[0].tokens_after
+    assert kept == gprune.kept_tokens(tiny.model.config, (70, 40), config)
+
+
 # --- the instance, and errors -------------------------------------------------------------------------
 
 

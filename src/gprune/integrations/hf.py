@@ -181,11 +181,13 @@ def kept_tokens(
 ) -> int:
     """Visual tokens one image of ``(height, width)`` pixels keeps: a pure function of model config, size and keep.
 
-    `config` is a `GPruneConfig` or a bare keep setting (ratio or count); `kwargs` go to the adapter's
-    layout (e.g. ``multi_image=True`` for LLaVA-OneVision).
+    `config` is a `GPruneConfig` (its method may count over its own grouping, as ``divprune-released``
+    does) or a bare keep setting (ratio or count, G-Prune's grouping); `kwargs` go to the adapter's layout
+    (e.g. ``multi_image=True`` for LLaVA-OneVision).
     """
-    keep = config.keep if isinstance(config, GPruneConfig) else (GPruneConfig().keep if config is None else config)
-    return kept_token_count(image_layout(model_or_config, image_size, **kwargs), keep)
+    if not isinstance(config, GPruneConfig):
+        config = GPruneConfig() if config is None else GPruneConfig(keep=config)
+    return kept_token_count(image_layout(model_or_config, image_size, **kwargs), config.keep, method=config.method)
 
 
 def _merge_args(names: list[str], args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
