@@ -73,3 +73,63 @@ def test_gprune_eval_sweeps_a_tiny_model_and_resumes(checkpoint, tmp_path):
     before = {p.name: p.read_text() for p in (out / "runs").iterdir()}
     assert main(argv) == 0
     assert {p.name: p.read_text() for p in (out / "runs").iterdir()} == before
+
+
+def _gqa_data(folder: Path, answers: list[str], *, bad_image: bool = False) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(len(answers)):
+        if bad_image:
+            (folder / f"img{i}.png").write_bytes(b"not an image")
+        else:
+            Image.new("RGB", (40, 56), (80 * i, 0, 0)).save(folder / f"img{i}.png")
+    data = folder / "gqa.jsonl"
+    data.write_text("".join(json.dumps({"id": i, "image": f"img{i}.png", "question": QUESTIONS[i], "answer": a})
+                            + "\n" for i, a in enumerate(answers)))
+    return data
+
+
+def _eval_argv(model: Path, data: Path, out: Path, *extra: str) -> list[str]:
+    return ["eval", "--model", str(model), "--data", str(data), "--task", "gqa", "--methods", "gprune", "--keep",
+            "1.0,0.5", "--out", str(out), "--max-new-tokens", "2", "--no-progress", "--device", "cpu", *extra]
+
+
+def test_a_second_model_in_the_same_out_gets_its_own_answers_and_keeps_the_first(checkpoint, tmp_path, capsys):
+    from gprune.testing.llava import tiny_llava_next
+
+    other = tmp_path / "next"
+    tiny = tiny_llava_next()
+    tiny.model.save_pretrained(other)
+    tiny.processor.save_pretrained(other)
+    data, out = _gqa_data(tmp_path / "data", ["a", "b"]), tmp_path / "out"
+    assert main(_eval_argv(checkpoint, data, out)) == 0
+    capsys.readouterr()
+    assert main(_eval_argv(other, data, out)) == 0
+    err = capsys.readouterr().err
+    assert "holds answers of other settings" in err and "differs in model" in err
+    results = json.loads((out / "results.json").read_text())
+    assert len(results) == 4  # two runs of each model
+    by_model = {}
+    for r in results:
+        by_model.setdefault(r["label"].split(" [")[0], []).append(r)
+    assert set(by_model) == {f"model {checkpoint.name}", f"model {other.name}"}
+    assert {r["visual_tokens_before"] for r in by_model[f"model {checkpoint.name}"]} == {16}
+    assert all(r["visual_tokens_before"] != 16 for r in by_model[f"model {other.name}"])  # its own token counts
+    assert len(list((out / "runs").glob("*.jsonl"))) == 4
+    # --fresh starts over: only this call's runs remain
+    assert main(_eval_argv(other, data, out, "--fresh")) == 0
+    assert len(json.loads((out / "results.json").read_text())) == 2
+
+
+def test_a_run_whose_every_answer_fails_exits_1_with_one_line(checkpoint, tmp_path, capsys):
+    data, out = _gqa_data(tmp_path / "data", ["a", "b"], bad_image=True), tmp_path / "out"
+    assert main(_eval_argv(checkpoint, data, out)) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after transformers' loading bar
+    assert err.startswith("gprune eval: error: all 2 runs evaluated nothing; first: none keep=1.0 evaluated nothing")
+    assert "UnidentifiedImageError" in err and not (out / "results.json").exists()
+
+
+def test_an_empty_dataset_exits_2(tmp_path, capsys):
+    data = tmp_path / "empty.jsonl"
+    data.write_text("\n")
+    assert main(["eval", "--model", str(tmp_path), "--data", str(data), "--task", "gqa"]) == 2
+    assert "no samples" in capsys.readouterr().err
