@@ -61,7 +61,7 @@ class GPruneLlavaNextProcessingInfo(LlavaNextProcessingInfo):
                 f"gprune's LLaVA-NeXT layout of a {image_height}x{image_width} image has {layout.length} tokens "
                 f"but vLLM counts {unpruned}: the packing rules disagree"
             )
-        return kept_token_count(layout, setting.keep)
+        return kept_token_count(layout, setting.keep, method=setting.method)
 
 
 @MULTIMODAL_REGISTRY.register_processor(

@@ -92,7 +92,8 @@ class _PrunedPromptUpdates:
         def replacement(item_idx: int, modality: str) -> list[int]:
             grid = out_mm_kwargs[modality][item_idx][f"{modality}_grid_thw"].data.tolist()
             layout = image_layout(grid, merge)
-            count = kept_token_count(layout, setting.keep) if modality == "image" else layout.length
+            pruned = modality == "image"
+            count = kept_token_count(layout, setting.keep, method=setting.method) if pruned else layout.length
             return [token[modality]] * count
 
         return [
