@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 
 from gprune import PAPER_SIMILARITY_THRESHOLD, GPruneConfig
@@ -39,3 +41,12 @@ def test_unknown_fields_are_rejected() -> None:
 def test_defaults_are_the_released_code_settings() -> None:
     c = GPruneConfig()
     assert (c.keep, c.similarity_threshold, c.temperature, c.iterations, c.positions) == (0.5, 0.5, 0.03, 5, "original")
+
+
+def test_python_keep_1_warns_that_it_is_one_token():
+    with pytest.warns(UserWarning, match=r"keeps ONE visual token per image; write keep=1.0 for no pruning"):
+        GPruneConfig(keep=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        GPruneConfig(keep=1.0)
+        GPruneConfig(keep=2)
