@@ -241,10 +241,11 @@ def test_three_images_in_one_prompt(tiny: TinyModel) -> None:
     assert out.sequences.shape[1] == inputs["input_ids"].shape[1] + NEW_TOKENS
 
 
-def test_videos_pass_through_while_images_are_pruned(tiny: TinyModel) -> None:
-    """An image and a hand-built one-frame-pair video in one prompt: only the image is pruned; keep=1 is exact.
+def test_image_and_video_in_one_prompt_are_both_pruned(tiny: TinyModel) -> None:
+    """An image and a hand-built one-frame-pair video in one prompt: both are pruned; keep=1 is exact.
 
     On Qwen3-VL the video features carry DeepStack features too, merged with the pruned image ones.
+    More on videos: tests/test_hf_qwen_video.py.
     """
     inputs = dict(_inputs(tiny, [("and the video", 1)], IMAGES[:1]))
     video = tiny.processor.tokenizer(VISION_START + VIDEO_PAD * 6 + VISION_END + "?", return_tensors="pt")
@@ -262,7 +263,10 @@ def test_videos_pass_through_while_images_are_pruned(tiny: TinyModel) -> None:
     for a, b in zip(same.logits, reference.logits, strict=True):
         assert torch.equal(a, b)
     out, report = _pruned_generate(tiny, inputs, GPruneConfig(keep=0.5))
-    assert len(report.images) == 1 and report.images[0].tokens_after == report.images[0].tokens_before // 2
+    assert [(r.kind, r.tokens_before, r.tokens_after) for r in report.images] == [
+        ("image", report.images[0].tokens_before, report.images[0].tokens_before // 2),
+        ("video", 6, 3),
+    ]
     assert out.sequences.shape[1] == inputs["input_ids"].shape[1] + NEW_TOKENS
 
 

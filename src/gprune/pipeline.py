@@ -17,6 +17,7 @@ together with a `PruneReport` of what was pruned.
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -29,7 +30,9 @@ from gprune.adapters.base import EncodedImages, ImageTokens, ModelAdapter
 from gprune.config import GPruneConfig
 from gprune.errors import image_token_mismatch
 from gprune.layouts import select_in_layouts
+from gprune.methods import get_method
 from gprune.validation import Keep
+from gprune.video import video_layout
 
 PaddingSide = Literal["left", "right"]
 
@@ -61,13 +64,14 @@ class PrunedSequences:
 
 @dataclass(frozen=True)
 class ImageReport:
-    """What happened to one image: its batch row, visual tokens before and after, kept indices (ascending,
-    into the image's packed tokens)."""
+    """What happened to one image (or video, by `kind`): its batch row, visual tokens before and after,
+    kept indices (ascending, into the image's packed tokens)."""
 
     batch_index: int
     tokens_before: int
     tokens_after: int
     kept_indices: Tensor
+    kind: str = "image"
 
 
 @dataclass(frozen=True)
@@ -121,15 +125,51 @@ def locate_images(input_ids: Tensor, image_token_id: int, lengths: Sequence[int]
     return spans
 
 
+def locate_visual_tokens(input_ids: Tensor, adapter: ModelAdapter, items: Sequence[ImageTokens]) -> list[ImageSpan]:
+    """`locate_images` for each kind of placeholder: images among image tokens, videos among video tokens."""
+    spans: list[ImageSpan | None] = [None] * len(items)
+    for kind in ("image", "video"):
+        members = [i for i, item in enumerate(items) if item.kind == kind]
+        if members:
+            found = locate_images(
+                input_ids, adapter.placeholder_token_id(kind), [items[i].layout.length for i in members]
+            )
+            for i, span in zip(members, found, strict=True):
+                spans[i] = span
+    return [span for span in spans if span is not None]
+
+
 def select_images(images: Sequence[ImageTokens], config: GPruneConfig) -> list[Tensor]:
-    """Kept indices (ascending) into each image's packed tokens; groups of equal size are scored together."""
-    return select_in_layouts(
-        [image.features for image in images],
-        [image.layout for image in images],
-        config.keep,
-        method=config.method,
-        **config.selector_params(),
-    )
+    """Kept indices (ascending) into each image's or video's packed tokens.
+
+    Images use their adapter's layout and `config.keep`; videos are grouped by `config.video_window`
+    (`gprune.video.video_layout`) and keep `config.video_keep` (`keep` when None). Groups of equal size
+    are scored together. A method with a ``frame_tokens`` parameter (a temporal one, e.g. "evs") is told
+    each video's tokens per frame (and gets None for images).
+    """
+    kept: list[Tensor | None] = [None] * len(images)
+    params = config.selector_params()
+    temporal = "frame_tokens" in inspect.signature(get_method(config.method)).parameters
+    plain = [i for i, image in enumerate(images) if image.kind != "video"]
+    batches: list[tuple[list[int], Keep, Any, dict[str, Any]]] = []
+    if plain:
+        no_frames = {"frame_tokens": None} if temporal else {}
+        batches.append((plain, config.keep, [images[i].layout for i in plain], no_frames))
+    video_keep = config.keep if config.video_keep is None else config.video_keep
+    by_frame: dict[int, list[int]] = {}
+    for i, image in enumerate(images):
+        if image.kind == "video":
+            by_frame.setdefault(image.layout.length // image.frames, []).append(i)
+    for per_frame, members in by_frame.items():
+        layouts = [video_layout(images[i].frames, per_frame, config.video_window) for i in members]
+        batches.append((members, video_keep, layouts, {"frame_tokens": per_frame} if temporal else {}))
+    for members, keep, layouts, extra in batches:
+        chosen = select_in_layouts(
+            [images[i].features for i in members], layouts, keep, method=config.method, **params, **extra
+        )
+        for i, k in zip(members, chosen, strict=True):
+            kept[i] = k
+    return [k for k in kept if k is not None]
 
 
 def infer_padding_side(attention_mask: Tensor) -> PaddingSide:
@@ -316,7 +356,7 @@ def prune_call(
         raise ValueError(f"attention_mask must be 2-D (batch, length), got shape {tuple(attention_mask.shape)}")
 
     encoded: EncodedImages = adapter.encode_images(inputs)
-    spans = locate_images(input_ids, adapter.image_token_id, [img.layout.length for img in encoded.images])
+    spans = locate_visual_tokens(input_ids, adapter, encoded.images)
     start = time.perf_counter()
     kept = select_images(encoded.images, config)
     seconds = time.perf_counter() - start
@@ -354,7 +394,7 @@ def prune_call(
     model_kwargs = adapter.finalize(model_kwargs, sequences)
     report = PruneReport(
         images=tuple(
-            ImageReport(span.row, img.layout.length, int(k.numel()), k.cpu())
+            ImageReport(span.row, img.layout.length, int(k.numel()), k.cpu(), img.kind)
             for span, img, k in zip(spans, encoded.images, kept, strict=True)
         ),
         keep=config.keep,

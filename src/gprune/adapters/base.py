@@ -60,10 +60,19 @@ if TYPE_CHECKING:  # pragma: no cover
 
 @dataclass(frozen=True)
 class ImageTokens:
-    """One image's visual tokens as they enter the LLM: `features` (n, D) in the model dtype, and layout."""
+    """One image's (or video's) visual tokens as they enter the LLM: `features` (n, D) in the model dtype,
+    and layout.
+
+    `kind` says which placeholder tokens the item fills ("image" or "video", see
+    `ModelAdapter.placeholder_token_id`). A video is `frames` equal consecutive frames; the pipeline
+    groups them into graphs by `GPruneConfig.video_window` (`gprune.video.video_layout`), whatever
+    `layout` the adapter gave.
+    """
 
     features: Tensor
     layout: TokenLayout
+    kind: str = "image"
+    frames: int = 1
 
     def __post_init__(self) -> None:
         if self.features.dim() != 2 or self.features.shape[0] != self.layout.length:
@@ -71,6 +80,10 @@ class ImageTokens:
                 f"image features of shape {tuple(self.features.shape)} do not match a layout of "
                 f"{self.layout.length} tokens"
             )
+        if self.kind not in ("image", "video"):
+            raise ValueError(f"visual tokens are of kind 'image' or 'video', got {self.kind!r}")
+        if self.frames < 1 or self.layout.length % self.frames:
+            raise ValueError(f"{self.layout.length} video tokens do not split into {self.frames} equal frames")
 
 
 @dataclass
@@ -106,6 +119,15 @@ class ModelAdapter(ABC):
             token_id = getattr(self.config, "image_token_index", None)
         if token_id is None:
             raise ValueError(f"{type(self.model).__name__} config has no image_token_id")
+        return int(token_id)
+
+    def placeholder_token_id(self, kind: str) -> int:
+        """The placeholder id of `kind` ("image": `image_token_id`; "video": the config's ``video_token_id``)."""
+        if kind == "image":
+            return self.image_token_id
+        token_id = getattr(self.config, "video_token_id", None)
+        if token_id is None:
+            raise ValueError(f"{type(self.model).__name__} config has no video_token_id")
         return int(token_id)
 
     def token_ids(self, inputs_embeds: Tensor) -> Tensor:

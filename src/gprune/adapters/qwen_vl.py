@@ -1,4 +1,5 @@
-"""Qwen2-VL, Qwen2.5-VL and Qwen3-VL (transformers 5.23): one graph per image, mRoPE positions, DeepStack.
+"""Qwen2-VL, Qwen2.5-VL and Qwen3-VL (transformers 5.23): one graph per image, videos by frame or window,
+mRoPE positions, DeepStack.
 
 Facts this adapter rests on (checked in the installed transformers source):
 
@@ -18,6 +19,13 @@ Facts this adapter rests on (checked in the installed transformers source):
   ``pixel_values``). Qwen3-VL's output also carries ``deepstack_features``: one tuple per tapped vision
   layer with one tensor per image, added to the hidden states of the first LLM layers at the image
   placeholders -- they are cut with the same kept indices as ``pooler_output``.
+
+- Videos: ``get_video_features(pixel_values_videos, video_grid_thw)`` returns one (t*h*w / merge**2, D)
+  tensor per video, frame (temporal patch) after frame; they fill the ``video_token_id`` placeholders and
+  go back in through ``mm_encoder_outputs={"video": ...}``, cut like images (DeepStack included). The
+  temporal mRoPE row of a video comes from ``get_rope_index`` (scaled by ``second_per_grid_ts`` on
+  Qwen2.5-VL); Qwen3-VL writes a timestamp in text before each frame and numbers each frame as its own
+  grid: both are the model's own positions on the unpruned ids, gathered or compacted like an image's.
 
 Positions. "original" keeps each kept token's unpruned (t, h, w) position. "compact" closes the
 position *values* that no kept token uses any more (e.g. the last rows of an image whose tokens were all
@@ -42,6 +50,7 @@ from gprune.adapters import register_adapter
 from gprune.adapters.base import EncodedImages, ImageTokens, ModelAdapter
 from gprune.integrations.hf_args import cache_keyword
 from gprune.layouts import TokenLayout, single_group_layout
+from gprune.video import video_layout
 
 if TYPE_CHECKING:  # pragma: no cover
     from gprune.pipeline import PrunedSequences
@@ -79,7 +88,8 @@ def compact_mrope(positions: Tensor, keep_mask: Tensor) -> Tensor:
 
 @register_adapter
 class QwenVLAdapter(ModelAdapter):
-    """Qwen2-VL / Qwen2.5-VL / Qwen3-VL: each image is one graph over its merged tokens."""
+    """Qwen2-VL / Qwen2.5-VL / Qwen3-VL: each image is one graph over its merged tokens; videos are grouped
+    by frame or window of frames (`gprune.video`)."""
 
     model_types: ClassVar[tuple[str, ...]] = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
     image_input_keys: ClassVar[tuple[str, ...]] = ("pixel_values", "image_grid_thw", "pixel_values_videos")
@@ -90,29 +100,57 @@ class QwenVLAdapter(ModelAdapter):
         """The ``Qwen*VLModel`` holding the vision tower, ``get_rope_index`` and ``rope_deltas``."""
         return self.model.model
 
+    def has_images(self, inputs: Mapping[str, Any]) -> bool:
+        """Whether the call carries images or videos to prune."""
+        return any(
+            isinstance(inputs.get(key), Tensor) and inputs[key].numel() > 0
+            for key in ("pixel_values", "pixel_values_videos")
+        )
+
     def encode_images(self, inputs: Mapping[str, Any]) -> EncodedImages:
-        grid = inputs.get("image_grid_thw")
-        if grid is None:
-            raise ValueError("Qwen-VL pixel_values need image_grid_thw (one (t, h, w) row per image); it is missing")
-        output = self._inner.get_image_features(inputs["pixel_values"], grid, return_dict=True)
-        videos = None
-        if inputs.get("pixel_values_videos") is not None:
-            # Features and pixels cannot be mixed in one call: encode the (unpruned) videos as well.
-            videos = self._inner.get_video_features(
-                inputs["pixel_values_videos"], inputs.get("video_grid_thw"), return_dict=True
-            )
-        images = [ImageTokens(f, single_group_layout(int(f.shape[0]))) for f in output.pooler_output]
-        return EncodedImages(images, extra={"image_output": output, "video_output": videos})
+        """Images (one graph each), then videos: each a run of t frames (temporal patches) of h*w/merge^2 tokens.
+
+        A video's tokens are frame after frame, in raster order within a frame (as the model scatters
+        them); on Qwen3-VL its frames are separated by timestamp text in ``input_ids``, which the pipeline
+        leaves alone: the video is located among the video placeholders wherever they are.
+        """
+        items: list[ImageTokens] = []
+        image_output = video_output = None
+        pixels = inputs.get("pixel_values")
+        if isinstance(pixels, Tensor) and pixels.numel() > 0:
+            grid = inputs.get("image_grid_thw")
+            if grid is None:
+                raise ValueError(
+                    "Qwen-VL pixel_values need image_grid_thw (one (t, h, w) row per image); it is missing"
+                )
+            image_output = self._inner.get_image_features(pixels, grid, return_dict=True)
+            items += [ImageTokens(f, single_group_layout(int(f.shape[0]))) for f in image_output.pooler_output]
+        videos = inputs.get("pixel_values_videos")
+        if isinstance(videos, Tensor) and videos.numel() > 0:
+            video_grid = inputs.get("video_grid_thw")
+            if video_grid is None:
+                raise ValueError(
+                    "Qwen-VL pixel_values_videos need video_grid_thw (one (t, h, w) row per video); it is missing"
+                )
+            video_output = self._inner.get_video_features(videos, video_grid, return_dict=True)
+            for f, thw in zip(video_output.pooler_output, video_grid.tolist(), strict=True):
+                frames = int(thw[0])
+                layout = video_layout(frames, int(f.shape[0]) // frames)
+                items.append(ImageTokens(f, layout, kind="video", frames=frames))
+        return EncodedImages(items, extra={"image_output": image_output, "video_output": video_output})
 
     def model_kwargs(self, encoded: EncodedImages, kept: Sequence[Tensor]) -> dict[str, Any]:
-        source = encoded.extra["image_output"]
-        fields: dict[str, Any] = {"pooler_output": _cut_per_image(source.pooler_output, kept)}
-        deepstack = getattr(source, "deepstack_features", None)
-        if deepstack is not None:  # Qwen3-VL: the same kept tokens in every tapped layer
-            fields["deepstack_features"] = [_cut_per_image(layer, kept) for layer in deepstack]
-        outputs = {"image": type(source)(**fields)}
-        if encoded.extra.get("video_output") is not None:
-            outputs["video"] = encoded.extra["video_output"]
+        outputs = {}
+        for kind in ("image", "video"):
+            source = encoded.extra[f"{kind}_output"]
+            if source is None:
+                continue
+            mine = [k for item, k in zip(encoded.images, kept, strict=True) if item.kind == kind]
+            fields: dict[str, Any] = {"pooler_output": _cut_per_image(source.pooler_output, mine)}
+            deepstack = getattr(source, "deepstack_features", None)
+            if deepstack is not None:  # Qwen3-VL: the same kept tokens in every tapped layer
+                fields["deepstack_features"] = [_cut_per_image(layer, mine) for layer in deepstack]
+            outputs[kind] = type(source)(**fields)
         return {"mm_encoder_outputs": outputs}
 
     @classmethod

@@ -73,6 +73,7 @@ def available_methods() -> list[str]:
 
 from gprune.methods import dart as _dart  # noqa: E402,F401  (registers "dart")
 from gprune.methods import divprune as _divprune  # noqa: E402,F401  (registers "divprune")
+from gprune.methods import evs as _evs  # noqa: E402,F401  (registers "evs")
 from gprune.methods import gprune as _gprune  # noqa: E402,F401  (registers "gprune")
 from gprune.methods import gprune_paper as _gprune_paper  # noqa: E402,F401  (registers "gprune-paper")
 from gprune.methods import l2norm as _l2norm  # noqa: E402,F401  (registers "l2norm")

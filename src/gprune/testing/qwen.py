@@ -210,3 +210,46 @@ def tiny_qwen(
     tokenizer = tiny_qwen_tokenizer()
     model = tiny_qwen_vl(model_type, tokenizer, seed=seed, dtype=dtype)
     return TinyModel(model, tiny_qwen_processor(model_type, tokenizer, **processor_kwargs), image_token=IMAGE_PROMPT)
+
+
+def video_inputs(
+    model: Any, image_processor: Any, frames: Any, *, fps: float = 2.0
+) -> tuple[str, dict[str, torch.Tensor]]:
+    """A video as the family's video processor would hand it over: prompt text and tensors, from frame arrays.
+
+    `frames` is (T, H, W, 3) uint8 with T even and H, W multiples of ``2 * patch_size`` (no resizing here;
+    the video processors need torchvision). Frames are rescaled and normalised with `image_processor`'s
+    mean and std, cut into 2-frame temporal patches and flattened patch by patch in the processor's order
+    (merge window, channel, time, patch row, patch column). The text is Qwen2/2.5-VL's single slot of
+    ``t * h * w / 4`` video pads, or Qwen3-VL's per frame ``<{s:.1f} seconds>`` slot of ``h * w / 4``
+    pads. Returns (text, {pixel_values_videos, video_grid_thw[, second_per_grid_ts]}).
+    """
+    import numpy as np
+
+    model_type = model.config.model_type
+    patch = int(model.config.vision_config.patch_size)
+    merge, temporal = 2, 2
+    array = np.asarray(frames, dtype=np.float32) / 255.0
+    count, height, width, channels = array.shape
+    if count % temporal or height % (patch * merge) or width % (patch * merge):
+        raise ValueError(f"frames {array.shape}: need an even count and sides that are multiples of {patch * merge}")
+    mean = np.asarray(image_processor.image_mean, dtype=np.float32)
+    std = np.asarray(image_processor.image_std, dtype=np.float32)
+    array = ((array - mean) / std).transpose(0, 3, 1, 2)  # (T, C, H, W)
+    grid_t, grid_h, grid_w = count // temporal, height // patch, width // patch
+    patches = array.reshape(grid_t, temporal, channels, grid_h // merge, merge, patch, grid_w // merge, merge, patch)
+    patches = patches.transpose(0, 3, 6, 4, 7, 2, 1, 5, 8)  # (t, gh, gw, mh, mw, C, T, ph, pw)
+    flat = patches.reshape(grid_t * grid_h * grid_w, channels * temporal * patch * patch)
+    per_frame = grid_h * grid_w // merge**2
+    if model_type == "qwen3_vl":
+        times = [(temporal * k + (temporal - 1) / 2) / fps for k in range(grid_t)]
+        text = "".join(f"<{s:.1f} seconds>{VISION_START}{VIDEO_PAD * per_frame}{VISION_END}" for s in times)
+    else:
+        text = f"{VISION_START}{VIDEO_PAD * (grid_t * per_frame)}{VISION_END}"
+    tensors = {
+        "pixel_values_videos": torch.from_numpy(np.ascontiguousarray(flat)),
+        "video_grid_thw": torch.tensor([[grid_t, grid_h, grid_w]]),
+    }
+    if model_type == "qwen2_5_vl":
+        tensors["second_per_grid_ts"] = torch.tensor([temporal / fps])
+    return text, tensors
