@@ -66,7 +66,7 @@ def _reference(checkpoint):
 
 
 def test_the_model_id_resolves_to_the_plugin_class():
-    from gprune.lmms_eval_plugin import GPruneLMM
+    from gprune.integrations.lmms_eval import GPruneLMM
 
     assert get_model("gprune") is GPruneLMM
 
@@ -228,7 +228,7 @@ def test_lmms_eval_cli_that_evaluates_nothing_exits_non_zero(checkpoint, tmp_pat
 
 
 def test_the_exit_guard_judges_a_run_only_under_the_lmms_eval_cli(checkpoint, monkeypatch):
-    from gprune.lmms_eval_plugin import _GUARD, _ExitGuard
+    from gprune.integrations.lmms_eval import _GUARD, _ExitGuard
 
     _model(checkpoint, method="none", device="cpu")
     assert not _GUARD.armed  # built under pytest, not lmms-eval's CLI: no exit handler
@@ -245,3 +245,15 @@ def test_the_exit_guard_judges_a_run_only_under_the_lmms_eval_cli(checkpoint, mo
     with pytest.raises(ValueError), guard.watch():
         raise ValueError("bad\nrequest")
     assert guard.failure() == "the gprune model failed: ValueError: bad request"
+
+
+def test_the_old_module_path_still_imports_with_a_deprecation_warning():
+    import importlib
+    import sys
+
+    from gprune.integrations import lmms_eval as plugin
+
+    sys.modules.pop("gprune.lmms_eval_plugin", None)
+    with pytest.warns(DeprecationWarning, match="gprune.integrations.lmms_eval"):
+        old = importlib.import_module("gprune.lmms_eval_plugin")
+    assert old.manifest is plugin.manifest and old.GPruneLMM is plugin.GPruneLMM

@@ -1,6 +1,6 @@
 """lmms-eval ``model_args`` -> `GPruneConfig`, in the vocabulary of the CLI and the Python API.
 
-Kept apart from `gprune.lmms_eval_plugin` (which needs lmms-eval installed) so the rules are tested
+Kept apart from `gprune.integrations.lmms_eval` (which needs lmms-eval installed) so the rules are tested
 everywhere. ``keep=`` takes what ``--keep`` and ``GPruneConfig(keep=...)`` take (a ratio such as 0.5 or a
 token budget such as 640; a bare 1 is refused as ambiguous); ``keep_ratio=`` / ``keep_tokens=`` still work
 for one release with a deprecation message; an unknown key names the closest known one.
