@@ -115,29 +115,28 @@ class QwenVLAdapter(ModelAdapter):
         leaves alone: the video is located among the video placeholders wherever they are.
         """
         items: list[ImageTokens] = []
-        image_output = video_output = None
-        pixels = inputs.get("pixel_values")
-        if isinstance(pixels, Tensor) and pixels.numel() > 0:
-            grid = inputs.get("image_grid_thw")
-            if grid is None:
-                raise ValueError(
-                    "Qwen-VL pixel_values need image_grid_thw (one (t, h, w) row per image); it is missing"
-                )
-            image_output = self._inner.get_image_features(pixels, grid, return_dict=True)
+        image_output, image_grid = self._encode(inputs, "image")
+        if image_output is not None:
             items += [ImageTokens(f, single_group_layout(int(f.shape[0]))) for f in image_output.pooler_output]
-        videos = inputs.get("pixel_values_videos")
-        if isinstance(videos, Tensor) and videos.numel() > 0:
-            video_grid = inputs.get("video_grid_thw")
-            if video_grid is None:
-                raise ValueError(
-                    "Qwen-VL pixel_values_videos need video_grid_thw (one (t, h, w) row per video); it is missing"
-                )
-            video_output = self._inner.get_video_features(videos, video_grid, return_dict=True)
-            for f, thw in zip(video_output.pooler_output, video_grid.tolist(), strict=True):
+        video_output, video_grid = self._encode(inputs, "video")
+        if video_output is not None:
+            for f, thw in zip(video_output.pooler_output, video_grid, strict=True):
                 frames = int(thw[0])
                 layout = video_layout(frames, int(f.shape[0]) // frames)
                 items.append(ImageTokens(f, layout, kind="video", frames=frames))
         return EncodedImages(items, extra={"image_output": image_output, "video_output": video_output})
+
+    def _encode(self, inputs: Mapping[str, Any], kind: str) -> tuple[Any, list[list[int]]]:
+        """The vision tower's output for the call's images or videos and their (t, h, w) grid; (None, []) if none."""
+        pixels_key = "pixel_values" if kind == "image" else "pixel_values_videos"
+        pixels = inputs.get(pixels_key)
+        if not isinstance(pixels, Tensor) or pixels.numel() == 0:
+            return None, []
+        grid = inputs.get(f"{kind}_grid_thw")
+        if grid is None:
+            raise ValueError(f"Qwen-VL {pixels_key} need {kind}_grid_thw (one (t, h, w) row per {kind}); it is missing")
+        encode = self._inner.get_image_features if kind == "image" else self._inner.get_video_features
+        return encode(pixels, grid, return_dict=True), grid.tolist()
 
     def model_kwargs(self, encoded: EncodedImages, kept: Sequence[Tensor]) -> dict[str, Any]:
         outputs = {}
