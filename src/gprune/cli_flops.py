@@ -1,4 +1,4 @@
-"""`gprune flops`: what pruning saves for one image, from a checkpoint's config alone (no weights)."""
+"""`gprune flops`: what pruning saves for one image or one video, from a checkpoint's config alone (no weights)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from gprune.errors import UserError
 
 DEFAULT_KEEP_RATIOS = (0.5, 0.33, 0.22, 0.11)
 DEFAULT_PROMPT_TOKENS = 64
+DEFAULT_IMAGE_SIZE = (672, 672)
 KV_DTYPE_NAMES: tuple[str, ...] = ("bfloat16", "float16", "float32", "float8")
 ATTENTION_MODE_NAMES: tuple[str, ...] = ("full", "causal")  # gprune.flops.ATTENTION_MODES (a test checks)
 
@@ -47,18 +48,47 @@ def parse_image_size(text: str) -> tuple[int, int]:
     return values[0], values[1]
 
 
+def parse_video(text: str) -> tuple[int, int, int]:
+    """``FRAMESxHxW`` (frames that reach the video processor, frame height and width in pixels)."""
+    parts = text.lower().split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) != 3:
+        raise UserError(f"--video: expected FRAMESxHxW such as 16x448x448 (frames, height, width), got {text!r}")
+    if values[0] < 1:
+        raise UserError(f"--video: a video needs at least one frame, got {values[0]} in {text!r}")
+    if min(values[1:]) < 1:
+        raise UserError(f"--video: frame height and width must be positive pixels, got {text!r}")
+    return values[0], values[1], values[2]
+
+
 def add_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "flops",
         help="visual tokens, LLM prefill FLOPs and KV-cache size before/after pruning, from a config",
         description=(
-            "Analytic FLOPs (2 per multiply-add) of one image plus a text prompt, unpruned and for each keep "
-            "setting. Bundled offline configs: " + ", ".join(bundled_names()) + "."
+            "Analytic FLOPs (2 per multiply-add) of one image (or, with --video, one video) plus a text prompt, "
+            "unpruned and for each keep setting. Bundled offline configs: " + ", ".join(bundled_names()) + "."
         ),
     )
     p.add_argument("model", nargs="?", help="bundled checkpoint name (see above)")
     p.add_argument("--config", help="path to a checkpoint's config.json (instead of a bundled name)")
-    p.add_argument("--image-size", type=parse_image_size, default=(672, 672), help="HxW pixels (default 672x672)")
+    p.add_argument(
+        "--image-size", type=parse_image_size, default=None, help="HxW pixels of the image (default 672x672)"
+    )
+    p.add_argument(
+        "--video", metavar="FRAMESxHxW", default=None,
+        help="a video instead of an image: FRAMES frames of HxW pixels, e.g. 16x448x448 (frames that reach the "
+        "video processor, after fps sampling; Qwen2-VL/2.5-VL/3-VL: every temporal_patch_size=2 frames are "
+        "one frame of tokens for the LLM). The vision encoder counts all frames; --keep applies to the video",
+    )  # fmt: skip
+    p.add_argument(
+        "--video-window", type=int, default=1, metavar="K",
+        help="with --video: frames per graph as pruning groups them (default 1: each frame its own graph; "
+        "0: the whole video one graph); a ratio keeps that share of each graph, a token budget is per video",
+    )  # fmt: skip
     p.add_argument(
         "--prompt-tokens",
         type=int,
@@ -76,29 +106,49 @@ def add_command(sub: argparse._SubParsersAction) -> None:
 
 def flops_report(
     model: str,
-    image_size: tuple[int, int],
+    image_size: tuple[int, int] | None,
     prompt_tokens: int,
     keeps: list[Keep],
     *,
     attention: str = "full",
     kv_dtype: str = "float16",
+    video: tuple[int, int, int] | None = None,
+    video_window: int = 1,
 ) -> dict[str, Any]:
-    """Token counts, FLOPs and KV-cache bytes, unpruned and per keep setting, as plain data."""
-    from gprune.checkpoints import image_tokens, load_checkpoint
+    """Token counts, FLOPs and KV-cache bytes, unpruned and per keep setting, as plain data.
+
+    One image of `image_size` (height, width; None: 672x672), or with `video` = (frames, height, width)
+    one video (`image_size` must then be None): the vision encoder and projector run on every frame, the
+    LLM sees the video's frames x tokens per frame, kept as `gprune.video.kept_video_tokens` counts with
+    `video_window` frames per graph.
+    """
+    from gprune.checkpoints import image_tokens, load_checkpoint, video_tokens
     from gprune.flops import kv_cache_bytes, llm_prefill_flops, projector_flops, vision_flops
     from gprune.layouts import kept_token_count
+    from gprune.video import kept_video_tokens
 
     if isinstance(prompt_tokens, bool) or not isinstance(prompt_tokens, int) or prompt_tokens < 0:
         raise UserError(f"prompt tokens must be a non-negative int, got {prompt_tokens!r}")
+    if video is not None and image_size is not None:
+        raise UserError("give an image size or a video, not both")
     checkpoint = load_checkpoint(model)
     config = checkpoint.config
-    tokens = image_tokens(checkpoint, *image_size)
+    if video is None:
+        image_size = tuple(image_size or DEFAULT_IMAGE_SIZE)
+        tokens = image_tokens(checkpoint, *image_size)
+    else:
+        tokens = video_tokens(checkpoint, *video, window=video_window)
     vision = vision_flops(config, num_images=tokens.encoder_images, grid_thw=tokens.grid_thw)
     projector = projector_flops(config, tokens.projector_tokens)
     dtype = kv_dtypes()[kv_dtype]
 
+    def kept(keep: Keep) -> int:
+        if video is None:
+            return kept_token_count(tokens.layout, keep)
+        return kept_video_tokens(tokens.frames, tokens.tokens_per_frame, keep, window=tokens.window)
+
     def row(keep: Keep | None) -> dict[str, Any]:
-        visual = tokens.layout.length if keep is None else kept_token_count(tokens.layout, keep)
+        visual = tokens.layout.length if keep is None else kept(keep)
         sequence = visual + prompt_tokens
         return {
             "keep": keep,
@@ -114,10 +164,23 @@ def flops_report(
         r["llm_reduction"] = 1.0 - r["llm_prefill_flops"] / base_llm
         r["total_flops"] = vision + projector + r["llm_prefill_flops"]
         r["total_reduction"] = 1.0 - r["total_flops"] / rows[0]["total_flops"]
+    report: dict[str, Any] = {"model": checkpoint.name, "source": checkpoint.source}
+    if video is None:
+        report["image_size"] = list(image_size)
+    else:
+        report["video"] = {
+            "frames": tokens.input_frames,
+            "height": video[1],
+            "width": video[2],
+            "resized": list(tokens.resized),
+            "grid_thw": list(tokens.grid_thw),
+            "llm_frames": tokens.frames,
+            "tokens_per_frame": tokens.tokens_per_frame,
+            "window": tokens.window,
+            "graphs": len(tokens.layout.groups),
+        }
     return {
-        "model": checkpoint.name,
-        "source": checkpoint.source,
-        "image_size": list(image_size),
+        **report,
         "visual_layout": tokens.description,
         "prompt_tokens": prompt_tokens,
         "attention": attention,
@@ -149,8 +212,13 @@ HEADERS = ["keep", "visual", "sequence", "LLM TFLOPs", "LLM -%", "total -%", "KV
 def _print_table(report: dict[str, Any]) -> None:
     from gprune.flops import format_flops
 
-    h, w = report["image_size"]
-    print(f"{report['model']}: {h}x{w} image -> {report['visual_layout']}; {report['prompt_tokens']} prompt tokens")
+    if "video" in report:
+        v = report["video"]
+        what = f"{v['frames']}-frame {v['height']}x{v['width']} video"
+    else:
+        h, w = report["image_size"]
+        what = f"{h}x{w} image"
+    print(f"{report['model']}: {what} -> {report['visual_layout']}; {report['prompt_tokens']} prompt tokens")
     print(
         f"vision encoder {format_flops(report['vision_flops'])} + projector {format_flops(report['projector_flops'])}"
         " (unchanged by pruning after the projector; included in 'total')"
@@ -179,6 +247,11 @@ def run_flops(args: argparse.Namespace) -> int:
     if (args.model is None) == (args.config is None):
         raise UserError("name a bundled checkpoint or pass --config path/config.json (exactly one)")
     keeps: list[Keep] = keeps_from_args(args)
+    video = parse_video(args.video) if args.video is not None else None
+    if video is not None and args.image_size is not None:
+        raise UserError("give --image-size or --video, not both (--video FRAMESxHxW carries the frame size)")
+    if video is None and args.video_window != 1:
+        raise UserError("--video-window applies to a video: give --video FRAMESxHxW too")
     report = flops_report(
         args.model or args.config,
         args.image_size,
@@ -186,6 +259,8 @@ def run_flops(args: argparse.Namespace) -> int:
         keeps,
         attention=args.attention,
         kv_dtype=args.kv_dtype,
+        video=video,
+        video_window=args.video_window,
     )
     if args.json != "-":
         _print_table(report)
