@@ -3,23 +3,24 @@
 The dense path (`gprune.core`) holds two fp32 N x N matrices and a boolean one: about 9 N^2 bytes, 2.3 GiB
 at N = 16,384 and 9 GiB at 32,768. Here the graph is built a block of rows at a time and never held dense:
 
-- The similarity rows ``S_I = unit_I @ unit^T`` of one block are thresholded into edges at once; only the
-  edges are kept (the threshold s makes P sparse: at s = 0.5 most pairs of tokens are not edges).
 - The transition matrix is ``P = diag(1/Z) E`` with ``E_ij = exp((S_ij - 1) / tau)`` on edges, 0 elsewhere,
   and ``Z_i`` the row sums: the row softmax of the released code, shifted by the diagonal's ``1/tau``
   instead of the row maximum (equal up to rounding; the diagonal is the maximum but for rounding).
-- E is symmetric, so a propagation step ``v P = (v / Z) E`` is ``E (v / Z)``: each block needs its own rows
-  only, never a transpose.
-- A block's rows of E are cached as CSR (int32 indices: 8 bytes an edge) or, when more than half of them
-  are edges, dense fp32 (4 bytes an entry) -- whichever is smaller -- while the cache stays under its
-  share of the budget. Blocks that do not fit are recomputed from the features at every step: the
-  result is the same, the time grows by their share of the similarity product per step.
+- E is symmetric, so only its upper triangle is built: the block of rows I is multiplied with columns
+  from I's first row on (the tiles on and right of the diagonal), half the similarity product's work, and
+  its edges strictly above the diagonal are kept (the threshold s makes E sparse: at s = 0.5 most pairs
+  of tokens are not edges). The self-loops have weight ``exp(0) = 1``.
+- A propagation step ``v P = (v / Z) E`` is then ``y + U y + U^T y`` for ``y = v / Z`` and U the strict
+  upper triangle: a CSR product for ``U y`` and a scatter-add of each edge's ``E_ij y_i`` for ``U^T y``.
+- Tiles are cached as CSR (int32 columns: 8 bytes an upper edge, 4 bytes an edge of the graph) or, when
+  more than half of a tile's entries are edges, dense fp32 (4 bytes an entry) -- whichever is smaller --
+  while the cache stays under its share of the budget. Tiles that do not fit are recomputed from the
+  features at every step: the result is the same, the time grows by their share of the product per step.
 
 Peak extra memory is then the block workspace (a fixed share of the budget) and the cache (the rest),
 plus O(N) vectors: within the budget, but for a floor of `MIN_BLOCK_ROWS` rows per block. No normalised
-copy of the features is made (the dense path holds one). The
-scores equal the dense path's up to fp32 rounding and keep the same tokens (tests/test_graph_blocks.py
-checks both against the dense computation).
+copy of the features is made (the dense path holds one). The scores equal the dense path's up to fp32
+rounding and keep the same tokens (tests/test_graph_blocks.py checks both against the dense computation).
 
 `gprune.core` switches to this path when the dense buffers would exceed `MEMORY_BUDGET_BYTES`
 (`bounded_scoring_needed`); small groups -- every image of the supported models at default settings --
@@ -31,6 +32,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -74,11 +76,11 @@ def bounded_scoring(memory_budget: int | None = None) -> Iterator[None]:
     not for concurrent threads that expect the default.
     """
     global _FORCED, MEMORY_BUDGET_BYTES
+    if memory_budget is not None and memory_budget < 1:  # checked before any state changes: nothing leaks
+        raise ValueError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
     saved = _FORCED, MEMORY_BUDGET_BYTES
     _FORCED = True
     if memory_budget is not None:
-        if memory_budget < 1:
-            raise ValueError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
         MEMORY_BUDGET_BYTES = int(memory_budget)
     try:
         yield
@@ -93,9 +95,15 @@ def block_rows(n: int, budget: int) -> int:
 
 
 class _Rows:
-    """Builds rows of E (edge weights) and their edges for one group, from its features and norms.
+    """Builds tiles of E (edge weights) for one group, from its features and norms.
 
-    No normalised copy of the features is held (N x D fp32: 235 MiB at N = 16,384, D = 3584): a block's
+    A block of rows start:stop is multiplied with columns start:n only -- the tiles on and right of the
+    diagonal -- since S is symmetric: entries left of it are the transposes of earlier blocks' tiles. A
+    tile keeps only the edges strictly above the diagonal (``j > i``); the diagonal is every node's
+    self-loop, weight ``exp(0) = 1``, added by `_Graph.apply`. Each similarity is one dot product used for
+    both directions, so the graph is exactly symmetric.
+
+    No normalised copy of the features is held (N x D fp32: 235 MiB at N = 16,384, D = 3584): a tile's
     similarities are ``(x_I / |x_I|) @ x^T`` scaled by ``1 / |x_j|`` column-wise, which differs from the
     dense path's ``unit_I @ unit^T`` by rounding only. Zero vectors get similarity 0, as normalised there.
     """
@@ -105,36 +113,36 @@ class _Rows:
         self.node, self.threshold, self.inv_tau = node, threshold, 1.0 / temperature
         self.all_nodes = bool(node.all())
 
-    def similarity_edges(self, start: int, stop: int) -> tuple[Tensor, Tensor]:
-        """(S rows with the diagonal set to 1, edge mask) for rows start:stop; the diagonal is always an edge."""
-        sim = (self.x[start:stop] * self.inv_norm[start:stop, None]) @ self.x.mT
-        sim.mul_(self.inv_norm)
+    def tile(self, start: int, stop: int) -> tuple[Tensor, Tensor]:
+        """(S, edge mask) of rows start:stop against columns start:n; edges only where column > row."""
+        sim = (self.x[start:stop] * self.inv_norm[start:stop, None]) @ self.x[start:].mT
+        sim.mul_(self.inv_norm[start:])
         edge = sim >= self.threshold
         if not self.all_nodes:  # zero vectors and masked tokens join no edge but their self-loop
-            edge &= self.node[start:stop, None] & self.node[None, :]
-        diagonal = torch.arange(stop - start, device=sim.device)
-        sim[diagonal, diagonal + start] = 1.0
-        edge[diagonal, diagonal + start] = True
+            edge &= self.node[start:stop, None] & self.node[None, start:]
+        height = stop - start
+        edge[:, :height] &= torch.ones(height, height, dtype=torch.bool, device=sim.device).triu_(1)
         return sim, edge
 
     def weights(self, sim: Tensor, edge: Tensor) -> Tensor:
-        """Dense E rows: ``exp((S - 1) / tau)`` on edges, exactly 0 elsewhere (computed in place on `sim`)."""
+        """Dense E tile: ``exp((S - 1) / tau)`` on edges, exactly 0 elsewhere (computed in place on `sim`)."""
         return sim.sub_(1.0).mul_(self.inv_tau).exp_().masked_fill_(~edge, 0.0)
 
-    def edge_weights(self, sim: Tensor, edge: Tensor) -> tuple[Tensor, Tensor]:
-        """The edges of `weights` only, row by row: (int32 columns, fp32 values), the same numbers."""
+    def edge_weights(self, sim: Tensor, edge: Tensor, start: int) -> tuple[Tensor, Tensor]:
+        """The edges of `weights` only, row by row: (int32 global columns, fp32 values), the same numbers."""
         flat = edge.view(-1).nonzero().squeeze(1)  # row-major
         values = sim.view(-1).index_select(0, flat).sub_(1.0).mul_(self.inv_tau).exp_()
-        return (flat % sim.shape[1]).to(torch.int32), values
+        return (flat % sim.shape[1] + start).to(torch.int32), values
 
 
 class _EdgeCache:
-    """Rows of E kept between propagation steps, within `capacity` bytes.
+    """Tiles of E kept between propagation steps, within `capacity` bytes.
 
-    Sparse rows go into one CSR matrix (int32 indices, 8 bytes an edge) written into buffers allocated
-    once at full capacity (untouched pages cost no memory), so every step is one sparse product -- torch's
-    CSR product has a fixed cost of several ms a call, too much to pay per block. Blocks with more than
-    half their entries edges are kept dense (4 bytes an entry), which is smaller.
+    Sparse tiles go into one CSR matrix (int32 columns, 8 bytes an edge above the diagonal: 4 bytes an
+    edge of the graph) written into buffers allocated once at full capacity (untouched pages cost no
+    memory), so the upper product is one sparse product -- torch's CSR product has a fixed cost of
+    several ms a call, too much to pay per block. Tiles with more than half their entries edges are kept
+    dense (4 bytes an entry), which is smaller.
     """
 
     def __init__(self, n: int, capacity: int, device: torch.device) -> None:
@@ -143,12 +151,12 @@ class _EdgeCache:
         self.values = torch.empty(capacity // 8, dtype=torch.float32, device=device)
         self.used = 0
         self.row_counts: list[Tensor] = []
-        self.sparse_rows: list[Tensor] = []
+        self.sparse_blocks: list[tuple[int, int, int, int]] = []  # rows start:stop, their edges first:last
         self.dense: dict[tuple[int, int], Tensor] = {}
 
     def add(self, rows: _Rows, start: int, stop: int, sim: Tensor, edge: Tensor, counts: Tensor) -> bool:
-        """Cache rows start:stop (edges per row `counts`; consumes `sim`) if they fit; False: recompute them."""
-        edges, entries = int(counts.sum()), (stop - start) * self.n
+        """Cache tile start:stop (edges per row `counts`; consumes `sim`) if it fits; False: recompute it."""
+        edges, entries = int(counts.sum()), sim.numel()
         if 2 * edges > entries:
             if 4 * entries > self.left:
                 return False
@@ -157,17 +165,17 @@ class _EdgeCache:
             return True
         if 8 * edges + 4 * (stop - start) > self.left or self.used + edges > self.values.numel():
             return False
-        columns, values = rows.edge_weights(sim, edge)
+        columns, values = rows.edge_weights(sim, edge, start)
         self.columns[self.used : self.used + edges] = columns
         self.values[self.used : self.used + edges] = values
+        self.sparse_blocks.append((start, stop, self.used, self.used + edges))
         self.used += edges
         self.left -= 8 * edges + 4 * (stop - start)
         self.row_counts.append(counts)
-        self.sparse_rows.append(torch.arange(start, stop, device=sim.device))
         return True
 
-    def finish(self) -> tuple[Tensor, Tensor] | None:
-        """(CSR matrix of the sparse rows, their row numbers), or None when no row is sparse."""
+    def finish(self) -> _SparseUpper | None:
+        """The sparse tiles as one CSR matrix (see `_SparseUpper`), or None when no tile is sparse."""
         if not self.row_counts:
             return None
         counts = torch.cat(self.row_counts)
@@ -175,10 +183,65 @@ class _EdgeCache:
         with warnings.catch_warnings():  # torch calls its sparse CSR support beta; we use construction and @ only
             warnings.simplefilter("ignore", UserWarning)
             csr = torch.sparse_csr_tensor(
-                crow, self.columns[: self.used], self.values[: self.used], (counts.numel(), self.n),
+                crow,
+                self.columns[: self.used],
+                self.values[: self.used],
+                (counts.numel(), self.n),
                 check_invariants=False,
             )
-        return csr, torch.cat(self.sparse_rows)
+        rows = torch.cat([torch.arange(a, b, device=counts.device) for a, b, _, _ in self.sparse_blocks])
+        return _SparseUpper(csr, rows, counts, self.columns, self.values, self.sparse_blocks)
+
+
+class _SparseUpper(NamedTuple):
+    """The cached sparse tiles: `csr` holds rows `rows` (edges per row `counts`) of the upper triangle."""
+
+    csr: Tensor
+    rows: Tensor
+    counts: Tensor
+    columns: Tensor
+    values: Tensor
+    blocks: list[tuple[int, int, int, int]]
+
+    def add_product(self, y: Tensor, out: Tensor) -> None:
+        """``out += (U + U^T) y`` for these tiles U: U y by the CSR product, U^T y by scatter-adding each
+        edge's ``E_ij y_i`` into ``out_j``, tile by tile (so its buffers stay within a block's workspace).
+        """
+        out[self.rows] += self.csr @ y
+        row = 0
+        for start, stop, first, last in self.blocks:
+            counts = self.counts[row : row + stop - start]
+            row += stop - start
+            sources = torch.repeat_interleave(y[start:stop], counts, output_size=last - first)
+            out.index_add_(0, self.columns[first:last], sources.mul_(self.values[first:last]))
+
+
+class _Graph:
+    """E of one group, as cached tiles and tiles to recompute: applies ``E y`` (E symmetric, diagonal 1)."""
+
+    def __init__(
+        self,
+        rows: _Rows,
+        sparse: _SparseUpper | None,
+        dense: dict[tuple[int, int], Tensor],
+        recompute: list[tuple[int, int]],
+    ) -> None:
+        self.rows, self.sparse, self.dense, self.recompute = rows, sparse, dense, recompute
+
+    def apply(self, y: Tensor, *, recompute: bool = True) -> Tensor:
+        """``E y``; with ``recompute=False`` the tiles that were not cached are left out."""
+        out = y.clone()  # the self-loops: E_ii = exp((1 - 1) / tau) = 1
+        if self.sparse is not None:
+            self.sparse.add_product(y, out)
+        tiles = [(bounds, tile) for bounds, tile in self.dense.items()]
+        if recompute:
+            tiles = [*tiles, *((b, None) for b in self.recompute)]
+        for (start, stop), tile in tiles:
+            if tile is None:
+                tile = self.rows.weights(*self.rows.tile(start, stop))
+            out[start:stop] += tile @ y[start:]
+            out[start:] += tile.mT @ y[start:stop]
+        return out
 
 
 def propagate_bounded(
@@ -221,38 +284,32 @@ def _propagate_one(
 ) -> tuple[list[Tensor], Tensor]:
     n = x.shape[0]
     rows = _Rows(x, info, valid & (info > 0), threshold, temperature)
-    step = block_rows(n, budget)
-    bounds = [(start, min(start + step, n)) for start in range(0, n, step)]
     cache = _EdgeCache(n, budget - int(budget * WORKSPACE_SHARE), x.device)
     recompute: list[tuple[int, int]] = []
-    degree = torch.empty(n, dtype=torch.int32, device=x.device)
-    norm = torch.empty(n, dtype=torch.float32, device=x.device)  # Z_i, the softmax denominators
+    degree = torch.ones(n, dtype=torch.int32, device=x.device)  # the self-loop
+    norm = torch.zeros(n, dtype=torch.float32, device=x.device)  # Z_i of the tiles not cached
 
-    for start, stop in bounds:
-        sim, edge = rows.similarity_edges(start, stop)
-        # edges per row, self included; summed in slices so the int32 cast stays cache-sized (as core does)
-        degree[start:stop] = torch.cat([part.sum(dim=1, dtype=torch.int32) for part in edge.split(256)])
-        if not cache.add(rows, start, stop, sim, edge, degree[start:stop]):
+    start = 0
+    while start < n:
+        stop = min(n, start + block_rows(n - start, budget))  # narrower tiles further down: taller blocks
+        sim, edge = rows.tile(start, stop)
+        # edges per row and per column; summed in slices so the int32 cast stays cache-sized (as core does)
+        counts = torch.cat([part.sum(dim=1, dtype=torch.int32) for part in edge.split(256)])
+        degree[start:stop] += counts
+        degree[start:] += edge.sum(dim=0, dtype=torch.int32)
+        if not cache.add(rows, start, stop, sim, edge, counts):
             recompute.append((start, stop))
-            norm[start:stop] = rows.weights(sim, edge).sum(dim=1)
+            tile = rows.weights(sim, edge)
+            norm[start:stop] += tile.sum(dim=1)
+            norm[start:] += tile.sum(dim=0)
         del sim, edge
-    sparse = cache.finish()
-    for (start, stop), block in cache.dense.items():
-        norm[start:stop] = block.sum(dim=1)
-    if sparse is not None:
-        norm[sparse[1]] = sparse[0] @ torch.ones(n, device=x.device)
+        start = stop
+    graph = _Graph(rows, cache.finish(), cache.dense, recompute)
+    norm += graph.apply(torch.ones(n, device=x.device), recompute=False)  # Z = E 1, the softmax denominators
 
     v = info
     steps = [info]
     for _ in range(iterations):
-        scaled = v / norm  # v P = (v / Z) E, and E is symmetric: rows of E times (v / Z)
-        out = torch.empty_like(v)
-        if sparse is not None:
-            out[sparse[1]] = sparse[0] @ scaled
-        for (start, stop), block in cache.dense.items():
-            out[start:stop] = block @ scaled
-        for start, stop in recompute:
-            out[start:stop] = rows.weights(*rows.similarity_edges(start, stop)) @ scaled
-        v = out
+        v = graph.apply(v / norm)  # v P = (v / Z) E, and E is symmetric
         steps = [*steps, v] if keep_all_steps else [v]
     return steps, degree
