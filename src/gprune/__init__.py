@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover
         single_group_layout,
     )
     from gprune.methods import available_methods, get_method, register_method
+    from gprune.video import kept_video_tokens, video_layout
 
 # Every public name loads on first access, with the module that defines it: ``import gprune`` imports
 # neither torch nor transformers, so ``gprune --help`` (whose entry point lives in this package) is fast.
@@ -60,6 +61,7 @@ _LAZY: dict[str, str] = {
         "gprune.layouts",
     ),
     **dict.fromkeys(("available_methods", "get_method", "register_method"), "gprune.methods"),
+    **dict.fromkeys(("kept_video_tokens", "video_layout"), "gprune.video"),
 }
 
 try:
@@ -82,6 +84,7 @@ __all__ = [
     "keep_count",
     "kept_token_count",
     "kept_tokens",
+    "kept_video_tokens",
     "kv_cache_bytes",
     "last_report",
     "llava_next_layout",
@@ -95,6 +98,7 @@ __all__ = [
     "select_tokens",
     "single_group_layout",
     "supported_model_types",
+    "video_layout",
 ]
 
 
