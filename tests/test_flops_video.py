@@ -333,3 +333,40 @@ def test_cli_bad_video_input(capsys, argv, message):
     err = capsys.readouterr().err
     assert message in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_qwen3_vit_and_deepstack_mergers_on_a_video_grid_match_torch_counter():
+    from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLVisionModel
+
+    config = AutoConfig.for_model(
+        "qwen3_vl",
+        vision_config={"depth": 3, "hidden_size": 32, "intermediate_size": 48, "num_heads": 2, "out_hidden_size": 64,
+                       "num_position_embeddings": 16, "deepstack_visual_indexes": [0, 2]},
+        text_config={"hidden_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1},
+    )  # fmt: skip
+    tokens = video_tokens(Checkpoint("narrow", config, {}, video_preprocessor=NO_RESIZE), 6, 128, 192)
+    assert tokens.grid_thw == (3, 8, 12)
+    vision = config.vision_config
+    vision._attn_implementation = "eager"
+    model = Qwen3VLVisionModel(vision).eval()
+    patches = tokens.projector_tokens
+    counted = _counted(lambda: model(torch.randn(patches, 3 * 2 * 16 * 16), grid_thw=torch.tensor([tokens.grid_thw])))
+    embed_bias = patches * 32
+    vit_biases = 3 * patches * (4 * 32 + 48 + 32)
+    merger_biases = 3 * (patches // 4) * (4 * 32 + 64)  # the merger and two DeepStack mergers
+    ours = vision_flops(config, grid_thw=tokens.grid_thw) + projector_flops(config, patches)
+    assert ours - embed_bias - vit_biases - merger_biases == counted
+
+
+def test_cli_reads_a_qwen3_vl_config(tmp_path, capsys):
+    folder = tmp_path / "qwen3"
+    folder.mkdir()
+    (folder / "config.json").write_text(AutoConfig.for_model("qwen3_vl").to_json_string())
+    (folder / "video_preprocessor_config.json").write_text(
+        json.dumps({"size": {"shortest_edge": 4096, "longest_edge": 25165824}})
+    )
+    report = _run_json(capsys, "--config", str(folder), "--video", "16x448x448", "--keep", "0.25")
+    # 16 x 448 x 448 fits the whole-video budget: 448 / 16 = 28 patches a side, 14 x 14 tokens per frame
+    assert report["video"]["grid_thw"] == [8, 28, 28] and report["video"]["tokens_per_frame"] == 196
+    assert [r["visual_tokens"] for r in report["rows"]] == [8 * 196, 8 * 49]
+    assert report["vision_flops"] > 0 and report["projector_flops"] > 0

@@ -21,7 +21,7 @@ from gprune.integrations.hf import image_layout
 from gprune.layouts import TokenLayout
 
 QWEN_VL_PREPROCESSOR = {"min_pixels": 3136, "max_pixels": 12845056}  # Qwen2-VL / 2.5-VL 7B-Instruct
-SUPPORTED_MODEL_TYPES = ("llava", "llava_next", "qwen2_vl", "qwen2_5_vl")
+SUPPORTED_MODEL_TYPES = ("llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 VIDEO_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 # transformers' Qwen3VLVideoProcessor defaults (size in pixels over the whole video; per-frame token cap)
 QWEN3_VL_VIDEO_PREPROCESSOR = {"min_pixels": 128 * 32 * 32, "max_pixels": 32 * 32 * 768, "max_video_tokens": 768}
@@ -132,7 +132,10 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def image_tokens(checkpoint: Checkpoint, height: int, width: int) -> ImageTokens:
-    """How an image of `height` x `width` pixels is tokenised by `checkpoint` (one image, no video)."""
+    """How an image of `height` x `width` pixels is tokenised by `checkpoint` (one image; videos: `video_tokens`).
+
+    Qwen-VL checkpoints without image-processor settings get the Qwen2.5-VL-7B-Instruct pixel bounds.
+    """
     for name, value in (("height", height), ("width", width)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise UserError(f"image {name} must be a positive int, got {value!r}")

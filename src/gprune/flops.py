@@ -184,15 +184,18 @@ def _clip_like_flops(vision: Any, num_images: int) -> int:
 
 
 def _qwen_vl_flops(vision: Any, grid_thw: tuple[int, int, int], attention: str) -> int:
-    """Qwen2-VL ViT (full attention per frame, GELU MLP) and Qwen2.5-VL ViT (windowed attention except
-    in `fullatt_block_indexes`, SwiGLU MLP); the patch merger is the projector, counted separately."""
+    """Qwen2-VL ViT (full attention per frame, GELU MLP), Qwen2.5-VL ViT (windowed attention except in
+    `fullatt_block_indexes`, SwiGLU MLP) and Qwen3-VL ViT (full attention per frame, GELU MLP, a biased
+    patch embedding); attention never crosses temporal patches. The patch merger (and Qwen3-VL's DeepStack
+    mergers) is the projector, counted separately."""
     t, h, w = grid_thw
     patches = t * h * w
     windowed = vision.model_type == "qwen2_5_vl_vision"
-    d = vision.hidden_size if windowed else vision.embed_dim
-    intermediate = vision.intermediate_size if windowed else vision.embed_dim * vision.mlp_ratio
+    qwen3 = vision.model_type == "qwen3_vl_vision"
+    d = vision.hidden_size if windowed or qwen3 else vision.embed_dim
+    intermediate = vision.intermediate_size if windowed or qwen3 else vision.embed_dim * vision.mlp_ratio
     in_features = vision.in_channels * vision.temporal_patch_size * vision.patch_size**2
-    embed = 2 * patches * in_features * d  # Conv3d without bias
+    embed = 2 * patches * in_features * d + patches * d * qwen3  # Conv3d (Qwen3-VL's with a bias)
     full_pairs = t * _attention_pairs(h * w, attention)
     window_pairs = full_pairs
     if windowed:
@@ -227,8 +230,8 @@ def vision_flops(
     """FLOPs of the vision encoder (without the projector / merger).
 
     CLIP / SigLIP towers (LLaVA, LLaVA-NeXT) run `num_images` fixed-size images (LLaVA-NeXT: the base
-    view plus one per high-resolution tile). Qwen2-VL / Qwen2.5-VL need the patch grid ``(t, h, w)`` of
-    one image.
+    view plus one per high-resolution tile). Qwen2-VL / Qwen2.5-VL / Qwen3-VL need the patch grid
+    ``(t, h, w)`` of one image or video (a video's ``t`` temporal patches each attend within themselves).
     `config` is the multimodal config or its vision config. Counted with ``attention`` as for the LLM
     (ViTs attend bidirectionally, so "causal" only matters as a what-if and is rejected there).
     """
@@ -238,15 +241,15 @@ def vision_flops(
         if attention != "full":
             raise ValueError("CLIP/SigLIP towers attend bidirectionally: only attention='full' applies")
         return _clip_like_flops(vision, _check_tokens(num_images, "num_images"))
-    if model_type in ("qwen2_vl_vision", "qwen2_5_vl_vision"):
+    if model_type in ("qwen2_vl_vision", "qwen2_5_vl_vision", "qwen3_vl_vision"):
         if grid_thw is None or len(grid_thw) != 3 or any(_check_tokens(int(x), "grid_thw") < 1 for x in grid_thw):
             raise ValueError(f"Qwen-VL vision FLOPs need the image's patch grid (t, h, w), got {grid_thw!r}")
         if attention != "full":
             raise ValueError("the Qwen-VL ViT attends bidirectionally: only attention='full' applies")
         return _qwen_vl_flops(vision, tuple(int(x) for x in grid_thw), attention)
     raise ValueError(
-        "vision FLOPs are defined for clip_vision_model, siglip_vision_model, qwen2_vl_vision and "
-        f"qwen2_5_vl_vision; got {model_type!r}"
+        "vision FLOPs are defined for clip_vision_model, siglip_vision_model, qwen2_vl_vision, "
+        f"qwen2_5_vl_vision and qwen3_vl_vision; got {model_type!r}"
     )
 
 
@@ -254,7 +257,8 @@ def projector_flops(config: Any, num_tokens: int) -> int:
     """FLOPs of the multimodal projector over `num_tokens` vision-encoder tokens.
 
     LLaVA / LLaVA-NeXT: a two-layer MLP per patch token (576 per tile, before any pruning). Qwen2-VL /
-    Qwen2.5-VL: the patch merger, where `num_tokens` counts ViT patches (4 merge into one LLM token).
+    Qwen2.5-VL: the patch merger, where `num_tokens` counts ViT patches (4 merge into one LLM token);
+    Qwen3-VL: the same merger plus one DeepStack merger of the same shape per tapped ViT layer.
     """
     n = _check_tokens(num_tokens)
     model_type = getattr(config, "model_type", None)
@@ -265,18 +269,23 @@ def projector_flops(config: Any, num_tokens: int) -> int:
         d = text.hidden_size
         bias = n * 2 * d if getattr(config, "multimodal_projector_bias", True) else 0
         return 2 * n * (d_in * d + d * d) + bias
-    if model_type in ("qwen2_vl", "qwen2_5_vl"):
+    if model_type in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl"):
         vision = config.vision_config
         unit = vision.spatial_merge_size**2
         if n % unit:
             raise ValueError(f"Qwen-VL merges {unit} patches per token; {n} patches is not a multiple")
-        if model_type == "qwen2_5_vl":
-            context, out = vision.hidden_size, vision.out_hidden_size
-        else:
+        mergers = 1
+        if model_type == "qwen2_vl":
             context, out = vision.embed_dim, vision.hidden_size
+        else:
+            context, out = vision.hidden_size, vision.out_hidden_size
+        if model_type == "qwen3_vl":
+            mergers += len(vision.deepstack_visual_indexes)
         merged, d_in = n // unit, context * unit
-        return 2 * merged * (d_in * d_in + d_in * out) + merged * (d_in + out)
-    raise ValueError(f"projector FLOPs are defined for llava, llava_next, qwen2_vl and qwen2_5_vl; got {model_type!r}")
+        return mergers * (2 * merged * (d_in * d_in + d_in * out) + merged * (d_in + out))
+    raise ValueError(
+        f"projector FLOPs are defined for llava, llava_next, qwen2_vl, qwen2_5_vl and qwen3_vl; got {model_type!r}"
+    )
 
 
 def format_flops(flops: float) -> str:
