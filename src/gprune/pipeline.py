@@ -102,25 +102,32 @@ class PrunedCall:
     report: PruneReport
 
 
-def locate_images(input_ids: Tensor, image_token_id: int, lengths: Sequence[int]) -> list[ImageSpan]:
-    """Assign each image its run of placeholder tokens; a count mismatch is an error naming both counts."""
+def locate_images(
+    input_ids: Tensor, image_token_id: int, lengths: Sequence[int], *, kind: str = "image"
+) -> list[ImageSpan]:
+    """Assign each image (or video: `kind`) its run of placeholder tokens; a count mismatch is an error naming
+    both counts, in transformers' wording for that kind."""
     if input_ids.dim() != 2:
         raise ValueError(f"input_ids must have shape (batch, length), got {tuple(input_ids.shape)}")
     placeholders = (input_ids == image_token_id).flatten().nonzero().squeeze(1)
     total = int(sum(lengths))
     if placeholders.numel() != total:
-        raise image_token_mismatch(
-            placeholders.numel(),
-            total,
-            f"{len(lengths)} image(s) of {', '.join(str(n) for n in lengths)} visual tokens, image placeholder "
-            f"id {image_token_id}; pass the processor's input_ids together with its pixel values",
+        detail = (
+            f"{len(lengths)} {kind}(s) of {', '.join(str(n) for n in lengths)} visual tokens, {kind} placeholder "
+            f"id {image_token_id}; pass the processor's input_ids together with its pixel values"
         )
+        if kind == "video":
+            raise ValueError(
+                f"Video features and video tokens do not match, tokens: {placeholders.numel()}, features: {total}; "
+                + detail
+            )
+        raise image_token_mismatch(placeholders.numel(), total, detail)
     length = input_ids.shape[1]
     spans = []
     for k, flat in enumerate(torch.split(placeholders, [int(n) for n in lengths])):
         rows = flat // length
         if flat.numel() and bool((rows != rows[0]).any()):
-            raise ValueError(f"image {k}'s placeholder tokens span several batch rows; the inputs are malformed")
+            raise ValueError(f"{kind} {k}'s placeholder tokens span several batch rows; the inputs are malformed")
         spans.append(ImageSpan(int(rows[0]), flat % length))
     return spans
 
@@ -132,7 +139,7 @@ def locate_visual_tokens(input_ids: Tensor, adapter: ModelAdapter, items: Sequen
         members = [i for i, item in enumerate(items) if item.kind == kind]
         if members:
             found = locate_images(
-                input_ids, adapter.placeholder_token_id(kind), [items[i].layout.length for i in members]
+                input_ids, adapter.placeholder_token_id(kind), [items[i].layout.length for i in members], kind=kind
             )
             for i, span in zip(members, found, strict=True):
                 spans[i] = span
@@ -143,9 +150,10 @@ def select_images(images: Sequence[ImageTokens], config: GPruneConfig) -> list[T
     """Kept indices (ascending) into each image's or video's packed tokens.
 
     Images use their adapter's layout and `config.keep`; videos are grouped by `config.video_window`
-    (`gprune.video.video_layout`) and keep `config.video_keep` (`keep` when None). Groups of equal size
-    are scored together. A method with a ``frame_tokens`` parameter (a temporal one, e.g. "evs") is told
-    each video's tokens per frame (and gets None for images).
+    (`gprune.video.video_layout`; a video's `always_kept_tail` tokens always kept) and keep
+    `config.video_keep` (`keep` when None). Groups of equal size are scored together. A method with a
+    ``frame_tokens`` parameter (a temporal one, e.g. "evs") is told each video's tokens per frame (and gets
+    None for images).
     """
     kept: list[Tensor | None] = [None] * len(images)
     params = config.selector_params()
@@ -156,12 +164,14 @@ def select_images(images: Sequence[ImageTokens], config: GPruneConfig) -> list[T
         no_frames = {"frame_tokens": None} if temporal else {}
         batches.append((plain, config.keep, [images[i].layout for i in plain], no_frames))
     video_keep = config.keep if config.video_keep is None else config.video_keep
-    by_frame: dict[int, list[int]] = {}
+    by_frame: dict[tuple[int, int], list[int]] = {}
     for i, image in enumerate(images):
         if image.kind == "video":
-            by_frame.setdefault(image.layout.length // image.frames, []).append(i)
-    for per_frame, members in by_frame.items():
-        layouts = [video_layout(images[i].frames, per_frame, config.video_window) for i in members]
+            tail = image.always_kept_tail
+            by_frame.setdefault(((image.layout.length - tail) // image.frames, tail), []).append(i)
+    for (per_frame, tail), members in by_frame.items():
+        window = config.video_window
+        layouts = [video_layout(images[i].frames, per_frame, window, always_kept_tail=tail) for i in members]
         batches.append((members, video_keep, layouts, {"frame_tokens": per_frame} if temporal else {}))
     for members, keep, layouts, extra in batches:
         chosen = select_in_layouts(

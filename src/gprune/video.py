@@ -15,8 +15,13 @@ groupings are offered, both through the ordinary `TokenLayout` and method regist
   window bounds how far apart two linked frames may be (and the graph's size: a window of N tokens
   scores in N^2 time; beyond `gprune.graph_blocks.MEMORY_BUDGET_BYTES` it is scored in bounded memory).
 
+A model may append tokens after the last frame that are not part of any frame: LLaVA-OneVision ends every
+video with one learned ``image_newline``. ``always_kept_tail=n`` lays out those n tokens after the frames
+as always kept (like LLaVA-NeXT's newline tokens): they are in no graph and every keep setting keeps them.
+
 Kept counts follow `gprune.layouts.group_keep_counts`: a ratio keeps ``int(ratio * n)`` of each graph (at
-least one), an int is a budget for the whole video split across its graphs in proportion to their sizes.
+least one), an int is a budget for the whole video (always-kept tail included) split across its graphs in
+proportion to their sizes.
 """
 
 from __future__ import annotations
@@ -34,20 +39,30 @@ def check_window(window: int) -> int:
     return window
 
 
-def video_layout(frames: int, tokens_per_frame: int, window: int = 1) -> TokenLayout:
-    """Layout of one video: `frames` frames of `tokens_per_frame` tokens, one graph per `window` frames."""
+def video_layout(frames: int, tokens_per_frame: int, window: int = 1, *, always_kept_tail: int = 0) -> TokenLayout:
+    """Layout of one video: `frames` frames of `tokens_per_frame` tokens, one graph per `window` frames, then
+    `always_kept_tail` tokens that are always kept (LLaVA-OneVision's closing newline: 1)."""
     for name, value in (("frames", frames), ("tokens_per_frame", tokens_per_frame)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    if isinstance(always_kept_tail, bool) or not isinstance(always_kept_tail, int) or always_kept_tail < 0:
+        raise ValueError(f"always_kept_tail must be an int >= 0, got {always_kept_tail!r}")
     window = check_window(window) or frames
     step = window * tokens_per_frame
     length = frames * tokens_per_frame
     groups = tuple(torch.arange(start, min(start + step, length)) for start in range(0, length, step))
-    return TokenLayout(length, groups, torch.empty(0, dtype=torch.long))
+    return TokenLayout(length + always_kept_tail, groups, torch.arange(length, length + always_kept_tail))
 
 
 def kept_video_tokens(
-    frames: int, tokens_per_frame: int, keep: Keep, *, window: int = 1, method: str = "gprune"
+    frames: int,
+    tokens_per_frame: int,
+    keep: Keep,
+    *,
+    window: int = 1,
+    method: str = "gprune",
+    always_kept_tail: int = 0,
 ) -> int:
-    """Visual tokens one video keeps: a pure function of its shape, `keep`, `window` and `method`."""
-    return kept_token_count(video_layout(frames, tokens_per_frame, window), keep, method=method)
+    """Visual tokens one video keeps (tail included): a pure function of its shape, `keep`, `window` and `method`."""
+    layout = video_layout(frames, tokens_per_frame, window, always_kept_tail=always_kept_tail)
+    return kept_token_count(layout, keep, method=method)

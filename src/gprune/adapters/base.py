@@ -64,15 +64,17 @@ class ImageTokens:
     and layout.
 
     `kind` says which placeholder tokens the item fills ("image" or "video", see
-    `ModelAdapter.placeholder_token_id`). A video is `frames` equal consecutive frames; the pipeline
-    groups them into graphs by `GPruneConfig.video_window` (`gprune.video.video_layout`), whatever
-    `layout` the adapter gave.
+    `ModelAdapter.placeholder_token_id`). A video is `frames` equal consecutive frames, then
+    `always_kept_tail` tokens that belong to no frame and are always kept (LLaVA-OneVision's closing
+    newline); the pipeline groups the frames into graphs by `GPruneConfig.video_window`
+    (`gprune.video.video_layout`), whatever `layout` the adapter gave.
     """
 
     features: Tensor
     layout: TokenLayout
     kind: str = "image"
     frames: int = 1
+    always_kept_tail: int = 0
 
     def __post_init__(self) -> None:
         if self.features.dim() != 2 or self.features.shape[0] != self.layout.length:
@@ -82,8 +84,12 @@ class ImageTokens:
             )
         if self.kind not in ("image", "video"):
             raise ValueError(f"visual tokens are of kind 'image' or 'video', got {self.kind!r}")
-        if self.frames < 1 or self.layout.length % self.frames:
-            raise ValueError(f"{self.layout.length} video tokens do not split into {self.frames} equal frames")
+        framed = self.layout.length - self.always_kept_tail
+        if not 0 <= self.always_kept_tail <= self.layout.length:
+            raise ValueError(f"always_kept_tail must be in [0, {self.layout.length}], got {self.always_kept_tail}")
+        if self.frames < 1 or framed % self.frames:
+            tail = f" (after {self.always_kept_tail} always-kept tail tokens)" if self.always_kept_tail else ""
+            raise ValueError(f"{framed} video tokens{tail} do not split into {self.frames} equal frames")
 
 
 @dataclass
