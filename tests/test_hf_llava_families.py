@@ -9,6 +9,7 @@ from PIL import Image
 import gprune
 from gprune.core import select_tokens
 from gprune.testing import tiny_llava_onevision, tiny_model
+from gprune.video import kept_video_tokens
 from hand_built import hand_built_logits
 
 PHOTO = Image.open(gprune.__path__[0] + "/assets/coffee.jpg").convert("RGB")
@@ -129,7 +130,8 @@ def test_onevision_anyres_max_shrinks_large_grids_as_the_model_does():
     assert gprune.image_layout(tiny.model, (96, 96)).length < full.length  # the rule did shrink the grid
 
 
-def test_onevision_videos_pass_unpruned_next_to_pruned_images():
+def test_onevision_videos_are_pruned_next_to_images():
+    """A smoke test on hand-written placeholders; OneVision videos in detail: test_hf_onevision_video.py."""
     tiny = tiny_llava_onevision()
     frames = 2
     text = ["USER: <image>\nWhat happens? ASSISTANT:"]
@@ -149,6 +151,11 @@ def test_onevision_videos_pass_unpruned_next_to_pruned_images():
         video_only = {k: v for k, v in inputs.items() if k not in ("pixel_values", "image_sizes", "batch_num_images")}
         video_only["input_ids"] = inputs["input_ids"][:, inputs["input_ids"][0] != tiny.model.config.image_token_id]
         video_only["attention_mask"] = torch.ones_like(video_only["input_ids"])
-        tiny.model(**video_only)  # a video-only call passes through
-    assert len(report.images) == 1 and report.images[0].tokens_after < report.images[0].tokens_before
+        tiny.model(**video_only)  # a video-only call is pruned too
+        video_report = gprune.last_report(tiny.model)
+    assert [r.kind for r in report.images] == ["image", "video"]
+    assert all(r.tokens_after < r.tokens_before for r in report.images)
+    kept = kept_video_tokens(frames, 4, 0.3, always_kept_tail=1)  # int(0.3 * 4) = 1 per frame + the newline
+    assert report.images[1].tokens_after == kept == 3
+    assert [(r.kind, r.tokens_after) for r in video_report.images] == [("video", kept)]
     assert torch.equal(out[:, : inputs["input_ids"].shape[1]], inputs["input_ids"])

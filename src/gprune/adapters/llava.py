@@ -10,6 +10,9 @@ model, so the pipeline's default positions apply. They differ in how one image i
   G-Prune code does (`gprune.layouts.llava_next_layout`).
 - LLaVA-OneVision: the same packing with a SigLIP base view (27x27 = 729) and the ``anyres_max_9`` rule
   that shrinks large grids; in a multi-image prompt each image is a single tile plus one newline.
+  A video is its frames, each one view pooled 2x2 (bilinear, ``ceil(side / 2)^2`` = 14x14 = 196 tokens on
+  the released model), frame after frame, then one ``image_newline`` for the whole video: frames are
+  grouped into graphs by ``video_window`` (`gprune.video`) and the newline is always kept.
 
 - Mistral 3: a Pixtral tower at the image's own aspect ratio, 2x2 patch merge; the row breaks and the
   end marker are text tokens (``[IMG_BREAK]`` / ``[IMG_END]``), so an image's ``[IMG]`` tokens are one graph.
@@ -30,6 +33,7 @@ from torch import Tensor
 from gprune.adapters import register_adapter
 from gprune.adapters.base import EncodedImages, ImageTokens, ModelAdapter
 from gprune.layouts import TokenLayout, llava_next_layout, single_group_layout
+from gprune.video import video_layout
 
 _VISION_OPTIONS = ("vision_feature_layer", "vision_feature_select_strategy")
 
@@ -138,12 +142,28 @@ class LlavaNextAdapter(LlavaStyleAdapter):
         return _checked(list(out.pooler_output), layouts, "llava_next")
 
 
+def onevision_video_frame_tokens(model_config: Any) -> int:
+    """Tokens one LLaVA-OneVision video frame enters the LLM as: its view pooled 2x2, ``ceil(side / 2)^2``.
+
+    As ``LlavaOnevisionModel.apply_pooling`` (bilinear to ``ceil(h / 2) x ceil(w / 2)``) and the processor's
+    ``replace_video_token`` count them; a video of F frames fills ``F * this + 1`` ``<video>`` placeholders
+    (the 1: the newline closing the video).
+    """
+    return math.ceil(_base_side(model_config) / 2) ** 2
+
+
 @register_adapter
 class LlavaOnevisionAdapter(LlavaStyleAdapter):
-    """LLaVA-OneVision images: LLaVA-NeXT grouping with ``anyres_max_N`` grids.
+    """LLaVA-OneVision: images with LLaVA-NeXT grouping and ``anyres_max_N`` grids; videos by frame or window.
 
-    Videos are not pruned: in a call with images, video frames are encoded here and handed back whole
-    (the model takes pre-encoded features for every modality or for none). Video-only calls pass through.
+    A video (``pixel_values_videos``: videos x frames x C x H x W) enters the LLM as
+    ``get_video_features``: each frame through the vision tower and projector, pooled 2x2 to
+    `onevision_video_frame_tokens`, all frames in order, then one learned ``image_newline`` per video;
+    the processor writes exactly that many ``<video>`` placeholders. Each video is pruned as F frames of
+    those tokens grouped by ``video_window`` (one graph per frame by default; `gprune.video.video_layout`)
+    with the newline always kept (``always_kept_tail=1``), under ``video_keep``. Images and videos of one
+    call are pruned together and go back through ``mm_encoder_outputs``; video-only calls are pruned too.
+    Positions are the 1-D ones of the unpruned prompt, gathered or compacted as for images.
     """
 
     model_types = ("llava_onevision",)
@@ -156,6 +176,15 @@ class LlavaOnevisionAdapter(LlavaStyleAdapter):
         "image_sizes_videos",
         *_VISION_OPTIONS,
     )
+
+    def has_images(self, inputs: Mapping[str, Any]) -> bool:
+        """Whether the call carries images or videos to prune."""
+        return super().has_images(inputs) or self._videos(inputs) is not None
+
+    @staticmethod
+    def _videos(inputs: Mapping[str, Any]) -> Tensor | None:
+        videos = inputs.get("pixel_values_videos")
+        return videos if isinstance(videos, Tensor) and videos.numel() > 0 else None
 
     @classmethod
     def image_layout(
@@ -171,6 +200,14 @@ class LlavaOnevisionAdapter(LlavaStyleAdapter):
         return llava_next_layout(side * side, *_anyres_grid(model_config, size, max_patches))
 
     def encode_images(self, inputs: Mapping[str, Any]) -> EncodedImages:
+        """Images (in placeholder order), then videos (in ``pixel_values_videos`` order)."""
+        encoded = self._encode_pictures(inputs) if super().has_images(inputs) else EncodedImages([])
+        videos = self._videos(inputs)
+        if videos is not None:
+            encoded.images.extend(self._encode_videos(videos, inputs))
+        return encoded
+
+    def _encode_pictures(self, inputs: Mapping[str, Any]) -> EncodedImages:
         image_sizes = inputs.get("image_sizes")
         if image_sizes is None:
             raise ValueError("LLaVA-OneVision needs image_sizes next to pixel_values (the processor returns both)")
@@ -185,17 +222,43 @@ class LlavaOnevisionAdapter(LlavaStyleAdapter):
             self.image_layout(self.config, _image_size(s), multi_image=m, vision_aspect_ratio=aspect)
             for s, m in zip(image_sizes, multi, strict=True)
         ]
-        encoded = _checked(list(out.pooler_output), layouts, "llava_onevision")
-        if inputs.get("pixel_values_videos") is not None:
-            video_options = _encoder_options(inputs, _VISION_OPTIONS)
-            encoded.extra["video"] = self.model.get_video_features(inputs["pixel_values_videos"], **video_options)
-        return encoded
+        return _checked(list(out.pooler_output), layouts, "llava_onevision")
+
+    def _encode_videos(self, videos: Tensor, inputs: Mapping[str, Any]) -> list[ImageTokens]:
+        if videos.dim() != 5:
+            raise ValueError(
+                "LLaVA-OneVision pixel_values_videos must be (videos, frames, channels, height, width), "
+                f"got shape {tuple(videos.shape)}"
+            )
+        frames = int(videos.shape[1])
+        per_frame = onevision_video_frame_tokens(self.config)
+        out = self.model.get_video_features(videos, **_encoder_options(inputs, _VISION_OPTIONS))
+        items = []
+        for k, f in enumerate(out.pooler_output):
+            if f.shape[0] != frames * per_frame + 1:
+                raise ValueError(
+                    f"llava_onevision: video {k} encodes to {f.shape[0]} tokens but {frames} frames of {per_frame} "
+                    f"pooled tokens plus a newline make {frames * per_frame + 1}; the model config and the "
+                    "packing rule disagree"
+                )
+            layout = video_layout(frames, per_frame, always_kept_tail=1)
+            items.append(ImageTokens(f, layout, kind="video", frames=frames, always_kept_tail=1))
+        return items
 
     def model_kwargs(self, encoded: EncodedImages, kept: Sequence[Tensor]) -> dict[str, Any]:
-        kwargs = super().model_kwargs(encoded, kept)
-        if "video" in encoded.extra:
-            kwargs["mm_encoder_outputs"]["video"] = encoded.extra["video"]
-        return kwargs
+        """Kept image features as a list (one tensor per image); kept video tokens of all videos as one row,
+        which the model flattens into the ``<video>`` placeholders in order."""
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        cut: dict[str, list[Tensor]] = {"image": [], "video": []}
+        for item, k in zip(encoded.images, kept, strict=True):
+            cut[item.kind].append(item.features[k.to(item.features.device)])
+        outputs: dict[str, Any] = {}
+        if cut["image"]:
+            outputs["image"] = BaseModelOutputWithPooling(pooler_output=cut["image"])
+        if cut["video"]:
+            outputs["video"] = BaseModelOutputWithPooling(pooler_output=torch.cat(cut["video"]).unsqueeze(0))
+        return {"mm_encoder_outputs": outputs}
 
 
 @register_adapter
