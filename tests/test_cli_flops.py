@@ -96,9 +96,7 @@ def test_cli_json_matches_the_library(capsys):
 
 
 def test_cli_keep_tokens_and_causal(capsys):
-    report = _run_json(
-        capsys, "Qwen2.5-VL-7B", "--keep", "100", "--attention", "causal", "--kv-dtype", "float32"
-    )
+    report = _run_json(capsys, "Qwen2.5-VL-7B", "--keep", "100", "--attention", "causal", "--kv-dtype", "float32")
     config = load_checkpoint("Qwen2.5-VL-7B").config
     pruned = report["rows"][1]
     assert pruned["visual_tokens"] == 100
