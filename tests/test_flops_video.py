@@ -184,7 +184,8 @@ def test_a_config_folder_reads_its_video_processor_file(tmp_path):
 def test_video_tokens_refuse_other_families_and_bad_sizes():
     with pytest.raises(
         UserError,
-        match="video token counts are defined for qwen2_vl, qwen2_5_vl, qwen3_vl; got model_type 'llava_next'",
+        match="video token counts are defined for llava_onevision, qwen2_vl, qwen2_5_vl, qwen3_vl; "
+        "got model_type 'llava_next'",
     ):
         video_tokens(load_checkpoint("llava-v1.6-vicuna-7b"), 8, 336, 336)
     qwen = load_checkpoint("Qwen2.5-VL-7B")
@@ -288,6 +289,7 @@ def test_cli_video_json(capsys):
         "tokens_per_frame": 256,
         "window": 1,
         "graphs": 8,
+        "always_kept_tail": 0,
     }
     assert "image_size" not in report
     unpruned, pruned = report["rows"]
@@ -322,7 +324,10 @@ def test_image_mode_is_unchanged_by_the_video_options():
         (["Qwen2.5-VL-7B", "--video", "16x448"], "FRAMESxHxW"),
         (["Qwen2.5-VL-7B", "--video", "16xax448"], "FRAMESxHxW"),
         (["Qwen2.5-VL-7B", "--video", "16x0x448"], "positive pixels"),
-        (["llava-v1.6-vicuna-7b", "--video", "8x336x336"], "video token counts are defined for qwen2_vl"),
+        (
+            ["llava-v1.6-vicuna-7b", "--video", "8x336x336"],
+            "video token counts are defined for llava_onevision, qwen2_vl",
+        ),
         (["Qwen2.5-VL-7B", "--video", "8x448x448", "--image-size", "448"], "not both"),
         (["Qwen2.5-VL-7B", "--video", "8x448x448", "--video-window", "-1"], "video_window"),
         (["Qwen2.5-VL-7B", "--video-window", "2"], "give --video"),
@@ -370,3 +375,27 @@ def test_cli_reads_a_qwen3_vl_config(tmp_path, capsys):
     assert report["video"]["grid_thw"] == [8, 28, 28] and report["video"]["tokens_per_frame"] == 196
     assert [r["visual_tokens"] for r in report["rows"]] == [8 * 196, 8 * 49]
     assert report["vision_flops"] > 0 and report["projector_flops"] > 0
+
+
+def test_onevision_video_tokens_equal_the_tiny_models_features_and_the_newline_is_kept(tmp_path, capsys):
+    from gprune.testing import tiny_llava_onevision
+
+    tiny = tiny_llava_onevision()
+    config = tiny.model.config
+    side = config.vision_config.image_size
+    tokens = video_tokens(Checkpoint("tiny", config), 3, 40, 48)
+    videos = torch.randn(1, 3, 3, side, side)  # one video of 3 frames, already at the tower's input size
+    with torch.no_grad():
+        features = tiny.model.model.get_video_features(videos).pooler_output
+    assert tuple(features.shape[:2]) == (1, tokens.layout.length) == (1, 3 * tokens.tokens_per_frame + 1)
+    assert tokens.encoder_images == 3 and tokens.always_kept_tail == 1
+    # the CLI on a full-size OneVision config: 8 frames of 27x27 SigLIP patches pooled to 14x14 = 196 each
+    (tmp_path / "config.json").write_text(AutoConfig.for_model("llava_onevision").to_json_string())
+    report = _run_json(
+        capsys, "--config", str(tmp_path), "--video", "8x480x640", "--keep", "0.5", "--video-window", "2"
+    )
+    assert report["video"]["tokens_per_frame"] == 196 and report["video"]["always_kept_tail"] == 1
+    assert [r["visual_tokens"] for r in report["rows"]] == [8 * 196 + 1, 4 * int(0.5 * 392) + 1]
+    config = load_checkpoint(str(tmp_path)).config
+    assert report["vision_flops"] == vision_flops(config, num_images=8)
+    assert report["projector_flops"] == projector_flops(config, 8 * 729)

@@ -21,8 +21,8 @@ from gprune.integrations.hf import image_layout
 from gprune.layouts import TokenLayout
 
 QWEN_VL_PREPROCESSOR = {"min_pixels": 3136, "max_pixels": 12845056}  # Qwen2-VL / 2.5-VL 7B-Instruct
-SUPPORTED_MODEL_TYPES = ("llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "qwen3_vl")
-VIDEO_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+SUPPORTED_MODEL_TYPES = ("llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+VIDEO_MODEL_TYPES = ("llava_onevision", "qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 # transformers' Qwen3VLVideoProcessor defaults (size in pixels over the whole video; per-frame token cap)
 QWEN3_VL_VIDEO_PREPROCESSOR = {"min_pixels": 128 * 32 * 32, "max_pixels": 32 * 32 * 768, "max_video_tokens": 768}
 QWEN2_VL_MAX_VIDEO_TOKENS = 128000  # Qwen2VLVideoProcessor.max_video_tokens (only read when frames are capped)
@@ -70,6 +70,7 @@ class VideoTokens(ImageTokens):
     tokens_per_frame: visual tokens of one such frame.
     window: frames per graph (`gprune.video.video_layout`; 0 = the whole video), as `layout` groups them.
     resized: (height, width) each frame is resized to.
+    always_kept_tail: tokens after the frames that every keep setting keeps (LLaVA-OneVision's newline: 1).
     """
 
     input_frames: int
@@ -77,6 +78,7 @@ class VideoTokens(ImageTokens):
     tokens_per_frame: int
     window: int
     resized: tuple[int, int]
+    always_kept_tail: int = 0
 
 
 def bundled_checkpoints() -> list[str]:
@@ -144,7 +146,7 @@ def image_tokens(checkpoint: Checkpoint, height: int, width: int) -> ImageTokens
         raise UserError(
             f"model_type {config.model_type!r} is not supported; supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
         )
-    if config.model_type in ("llava", "llava_next"):
+    if config.model_type in ("llava", "llava_next", "llava_onevision"):
         # The layout is the one the HF integration prunes with (one source of truth for token counts).
         layout = image_layout(config, (height, width))
         vision = config.vision_config
@@ -247,7 +249,9 @@ def video_tokens(checkpoint: Checkpoint, frames: int, height: int, width: int, *
     ``temporal_patch_size`` frames become one temporal patch: the video's grid is ``(t, h, w)`` patches and
     the LLM sees ``t`` frames of ``(h / merge) * (w / merge)`` tokens. `window` groups them into graphs as
     pruning does (`gprune.video.video_layout`: frames per graph, 0 = the whole video), so the layout's kept
-    counts are those of `gprune.video.kept_video_tokens`. Other model types raise a `UserError`.
+    counts are those of `gprune.video.kept_video_tokens`. LLaVA-OneVision: every frame is one base view
+    (resized to the tower's square input) whose features are pooled 2x2, then one ``image_newline`` closes
+    the video and is always kept (``always_kept_tail=1``). Other model types raise a `UserError`.
     """
     from gprune.video import check_window, video_layout
 
@@ -263,6 +267,18 @@ def video_tokens(checkpoint: Checkpoint, frames: int, height: int, width: int, *
             f"video token counts are defined for {', '.join(VIDEO_MODEL_TYPES)}; got model_type {model_type!r}"
         )
     vision = config.vision_config
+    if model_type == "llava_onevision":
+        from gprune.adapters.llava import onevision_video_frame_tokens
+
+        side = int(vision.image_size) // int(vision.patch_size)
+        per_frame = onevision_video_frame_tokens(config)
+        layout = video_layout(frames, per_frame, window, always_kept_tail=1)
+        text = (
+            f"{frames} frames resized to {vision.image_size}x{vision.image_size}: {side}x{side} patches pooled 2x2 = "
+            f"{frames} x {per_frame} tokens + 1 newline (always kept), {len(layout.groups)} graph(s) (window {window})"
+        )
+        size = (int(vision.image_size), int(vision.image_size))
+        return VideoTokens(layout, frames, frames * side * side, None, text, frames, frames, per_frame, window, size, 1)
     patch, merge = int(vision.patch_size), int(vision.spatial_merge_size)
     temporal = int(vision.temporal_patch_size)
     factor = patch * merge

@@ -82,7 +82,8 @@ def add_command(sub: argparse._SubParsersAction) -> None:
         "--video", metavar="FRAMESxHxW", default=None,
         help="a video instead of an image: FRAMES frames of HxW pixels, e.g. 16x448x448 (frames that reach the "
         "video processor, after fps sampling; Qwen2-VL/2.5-VL/3-VL: every temporal_patch_size=2 frames are "
-        "one frame of tokens for the LLM). The vision encoder counts all frames; --keep applies to the video",
+        "one frame of tokens for the LLM; LLaVA-OneVision: each frame pooled 2x2, plus one newline). The vision "
+        "encoder counts all frames; --keep applies to the video",
     )  # fmt: skip
     p.add_argument(
         "--video-window", type=int, default=1, metavar="K",
@@ -145,7 +146,9 @@ def flops_report(
     def kept(keep: Keep) -> int:
         if video is None:
             return kept_token_count(tokens.layout, keep)
-        return kept_video_tokens(tokens.frames, tokens.tokens_per_frame, keep, window=tokens.window)
+        return kept_video_tokens(
+            tokens.frames, tokens.tokens_per_frame, keep, window=tokens.window, always_kept_tail=tokens.always_kept_tail
+        )
 
     def row(keep: Keep | None) -> dict[str, Any]:
         visual = tokens.layout.length if keep is None else kept(keep)
@@ -173,11 +176,12 @@ def flops_report(
             "height": video[1],
             "width": video[2],
             "resized": list(tokens.resized),
-            "grid_thw": list(tokens.grid_thw),
+            "grid_thw": list(tokens.grid_thw) if tokens.grid_thw else None,
             "llm_frames": tokens.frames,
             "tokens_per_frame": tokens.tokens_per_frame,
             "window": tokens.window,
             "graphs": len(tokens.layout.groups),
+            "always_kept_tail": tokens.always_kept_tail,
         }
     return {
         **report,

@@ -256,13 +256,13 @@ def vision_flops(
 def projector_flops(config: Any, num_tokens: int) -> int:
     """FLOPs of the multimodal projector over `num_tokens` vision-encoder tokens.
 
-    LLaVA / LLaVA-NeXT: a two-layer MLP per patch token (576 per tile, before any pruning). Qwen2-VL /
+    LLaVA / LLaVA-NeXT / LLaVA-OneVision: a two-layer MLP per patch token (576 per tile, before any pruning). Qwen2-VL /
     Qwen2.5-VL: the patch merger, where `num_tokens` counts ViT patches (4 merge into one LLM token);
     Qwen3-VL: the same merger plus one DeepStack merger of the same shape per tapped ViT layer.
     """
     n = _check_tokens(num_tokens)
     model_type = getattr(config, "model_type", None)
-    if model_type in ("llava", "llava_next"):
+    if model_type in ("llava", "llava_next", "llava_onevision"):
         text, vision = config.get_text_config(), config.vision_config
         layers = config.vision_feature_layer
         d_in = vision.hidden_size * (1 if isinstance(layers, int) else len(layers))
@@ -284,7 +284,8 @@ def projector_flops(config: Any, num_tokens: int) -> int:
         merged, d_in = n // unit, context * unit
         return mergers * (2 * merged * (d_in * d_in + d_in * out) + merged * (d_in + out))
     raise ValueError(
-        f"projector FLOPs are defined for llava, llava_next, qwen2_vl, qwen2_5_vl and qwen3_vl; got {model_type!r}"
+        "projector FLOPs are defined for llava, llava_next, llava_onevision, qwen2_vl, qwen2_5_vl and qwen3_vl; "
+        f"got {model_type!r}"
     )
 
 
