@@ -11,7 +11,8 @@ def test_help_and_version_import_neither_torch_nor_transformers():
     code = (
         "import sys, contextlib, io\n"
         "from gprune.cli import main\n"
-        "for argv in (['--help'], ['--version'], ['run', '--help'], ['bench', '--help'], ['eval', '--help']):\n"
+        "for argv in (['--help'], ['--version'], ['run', '--help'], ['bench', '--help'], ['eval', '--help'],"
+        " ['flops', '--help'], ['visualize', '--help'], ['env', '--help']):\n"
         "    with contextlib.redirect_stdout(io.StringIO()):\n"
         "        try: main(argv)\n"
         "        except SystemExit: pass\n"
