@@ -121,12 +121,17 @@ def test_switch_uses_the_dense_path_for_small_groups(monkeypatch: pytest.MonkeyP
 
 
 def test_block_rows_respect_the_workspace_share() -> None:
-    for n, budget in [(16384, 512 * 2**20), (32768, 512 * 2**20), (1000, 400_000)]:
-        rows = graph_blocks.block_rows(n, budget)
+    for n, budget, dim in [
+        (16384, 512 * 2**20, 3584),
+        (32768, 512 * 2**20, 3584),
+        (1000, 400_000, 0),
+        (600, 2**24, 4096),
+    ]:
+        rows = graph_blocks.block_rows(n, budget, dim)
         assert graph_blocks.MIN_BLOCK_ROWS <= rows <= graph_blocks.MAX_BLOCK_ROWS
-        assert rows == graph_blocks.MIN_BLOCK_ROWS or rows * n * graph_blocks.WORKSPACE_BYTES_PER_ENTRY <= (
-            budget * graph_blocks.WORKSPACE_SHARE
-        )
+        workspace = rows * (n * graph_blocks.WORKSPACE_BYTES_PER_ENTRY + 4 * dim)
+        assert rows == graph_blocks.MIN_BLOCK_ROWS or workspace <= budget * graph_blocks.WORKSPACE_SHARE
+    assert graph_blocks.block_rows(600, 2**24, 4096) < graph_blocks.block_rows(600, 2**24)  # wide features count
     with pytest.raises(ValueError, match="memory_budget"), graph_blocks.bounded_scoring(0):
         pass
     assert not graph_blocks.bounded_scoring_needed(100)  # the refused call left the switch as it was

@@ -88,9 +88,10 @@ def bounded_scoring(memory_budget: int | None = None) -> Iterator[None]:
         _FORCED, MEMORY_BUDGET_BYTES = saved
 
 
-def block_rows(n: int, budget: int) -> int:
-    """Rows per block so that one block's worst-case workspace stays within its share of `budget`."""
-    rows = int(budget * WORKSPACE_SHARE) // (WORKSPACE_BYTES_PER_ENTRY * max(n, 1))
+def block_rows(n: int, budget: int, dim: int = 0) -> int:
+    """Rows per block of tiles `n` wide so that one block's worst-case workspace stays within its share of
+    `budget`: `WORKSPACE_BYTES_PER_ENTRY` per tile entry, plus the block's scaled fp32 features (`dim` wide)."""
+    rows = int(budget * WORKSPACE_SHARE) // (WORKSPACE_BYTES_PER_ENTRY * max(n, 1) + 4 * dim)
     return max(MIN_BLOCK_ROWS, min(MAX_BLOCK_ROWS, rows, n))
 
 
@@ -132,7 +133,7 @@ class _Rows:
         """The edges of `weights` only, row by row: (int32 global columns, fp32 values), the same numbers."""
         flat = edge.view(-1).nonzero().squeeze(1)  # row-major
         values = sim.view(-1).index_select(0, flat).sub_(1.0).mul_(self.inv_tau).exp_()
-        return (flat % sim.shape[1] + start).to(torch.int32), values
+        return flat.remainder_(sim.shape[1]).add_(start).to(torch.int32), values  # in place: no int64 copies
 
 
 class _EdgeCache:
@@ -291,12 +292,13 @@ def _propagate_one(
 
     start = 0
     while start < n:
-        stop = min(n, start + block_rows(n - start, budget))  # narrower tiles further down: taller blocks
+        stop = min(n, start + block_rows(n - start, budget, x.shape[1]))  # narrower tiles further down: taller
         sim, edge = rows.tile(start, stop)
         # edges per row and per column; summed in slices so the int32 cast stays cache-sized (as core does)
         counts = torch.cat([part.sum(dim=1, dtype=torch.int32) for part in edge.split(256)])
         degree[start:stop] += counts
-        degree[start:] += edge.sum(dim=0, dtype=torch.int32)
+        for part in edge.split(256):  # column counts in row slices too: no int32 copy of the whole tile
+            degree[start:] += part.sum(dim=0, dtype=torch.int32)
         if not cache.add(rows, start, stop, sim, edge, counts):
             recompute.append((start, stop))
             tile = rows.weights(sim, edge)
