@@ -21,7 +21,7 @@ from gprune.core import top_indices
 from reference_gprune import clustered_features
 
 # budgets for N = 1000: everything cached, part cached and part recomputed, nothing cached
-BUDGETS = {"cached": 10**8, "mixed": 400_000, "recomputed": 1}
+BUDGETS = {"cached": 10**8, "mixed": 100_000, "recomputed": 1}
 
 
 def _dense(features: torch.Tensor, **kwargs: object) -> torch.Tensor:
@@ -48,6 +48,26 @@ def test_same_scores_and_kept_set_as_dense(budget: str, threshold: float) -> Non
     bounded = _bounded(x, BUDGETS[budget], similarity_threshold=threshold)
     torch.testing.assert_close(bounded, dense, rtol=2e-5, atol=0)
     _same_kept(bounded, dense)
+
+
+def test_budgets_cover_every_caching_regime(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The budgets above really give all tiles cached, some cached and some recomputed, and none cached."""
+    regimes: list[tuple[bool, int]] = []
+    real = graph_blocks._Graph.__init__
+
+    def spy(self: object, rows: object, sparse: object, dense: dict, recompute: list) -> None:
+        regimes.append((sparse is not None or bool(dense), len(recompute)))
+        real(self, rows, sparse, dense, recompute)
+
+    monkeypatch.setattr(graph_blocks._Graph, "__init__", spy)
+    x = clustered_features(1000, 48, seed=2)
+    for name, budget in BUDGETS.items():
+        for threshold in (0.5, 0.7):
+            regimes.clear()
+            _bounded(x, budget, similarity_threshold=threshold)
+            ((cached, recomputed),) = regimes
+            expected = {"cached": (True, False), "mixed": (True, True), "recomputed": (False, True)}[name]
+            assert (cached, recomputed > 0) == expected, (name, threshold)
 
 
 def test_dense_blocks_when_most_pairs_are_edges() -> None:
@@ -184,7 +204,7 @@ def test_similarity_product_only_above_the_diagonal() -> None:
 
     n, d = 1000, 48
     x = clustered_features(n, d, seed=7)
-    budget = 4_000_000  # blocks of 125+ rows (taller as the tiles narrow), every tile cached
+    budget = 8_000_000  # blocks of 125+ rows (taller as the tiles narrow), every tile cached
     assert graph_blocks.block_rows(n, budget) == 125
     with FlopCounterMode(display=False) as counter, graph_blocks.bounded_scoring(budget):
         bounded = gprune.graph_scores(x)

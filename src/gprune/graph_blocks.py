@@ -44,9 +44,11 @@ are scored densely; larger ones are scored here within it. Module-level so a use
 DENSE_BYTES_PER_PAIR = 9
 """The dense path's buffers per token pair: fp32 similarity, fp32 transition, one bool mask."""
 
-WORKSPACE_SHARE = 0.5
-"""Share of the budget for one block's workspace; the rest caches the graph's
-edges. Larger blocks make the blockwise similarity product faster: each block re-reads all N vectors."""
+WORKSPACE_SHARE = 0.25
+"""Share of the budget for one block's workspace; the rest caches the graph's edges. Taller blocks make the
+similarity product a little faster (each block re-reads the N vectors), but every tile the cache cannot
+hold is recomputed at each of the T steps: at N = 32,768, D = 3584 and 512 MiB, a share of 0.5 left a
+third of the tiles uncached and took 2x the time of 0.25, which caches them all (benchmarks/RESULTS.md)."""
 
 WORKSPACE_BYTES_PER_ENTRY = 16
 """Workspace per entry of a row block in the worst case: fp32 similarity and bool edge mask, then for a
