@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import os
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -130,11 +131,13 @@ def load_pretrained(
     dtype: str = "auto",
     attn_implementation: str | None = None,
     trust_remote_code: bool = False,
+    check_config: Callable[[Any], None] | None = None,
 ) -> tuple[Any, Any]:
     """Model and processor of a supported checkpoint, checked in order of cost.
 
-    Device and path first (no loading), then the config (is the model type supported?), then the
-    processor, and only then the weights.
+    Device and path first (no loading), then the config (is the model type supported? `check_config`,
+    when given, is called with it first and may raise a `UserError` of its own), then the processor, and
+    only then the weights. The one loading path of every command (`run`, `demo`, `eval`, `visualize`).
     """
     from transformers import AutoConfig, AutoModelForImageTextToText
 
@@ -150,6 +153,8 @@ def load_pretrained(
         if "connect" in str(err).lower() and not looks_like_path(name):
             hint = " (offline? a hub id needs the network or the local cache; give a local folder, e.g. ./model)"
         raise UserError(f"cannot load model {name!r}: {_first_line(err)}{hint}") from None
+    if check_config is not None:
+        check_config(model_config)
     get_adapter_class(model_config)
     processor = load_processor(name, trust_remote_code=trust_remote_code)
     kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}

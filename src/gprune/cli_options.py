@@ -218,26 +218,51 @@ def add_positions_argument(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+MODEL_OPTIONS: tuple[tuple[str, str, Any], ...] = (
+    ("--device", "device", DEFAULT_DEVICE),
+    ("--dtype", "dtype", "auto"),
+    ("--attn-implementation", "attn_implementation", None),
+    ("--trust-remote-code", "trust_remote_code", False),
+)
+"""(flag, argparse dest, default) of the options `add_model_arguments` defines: the keywords of
+`gprune.cli_model.load_pretrained`."""
+
+
 def add_model_arguments(p: argparse.ArgumentParser, *, seed: bool = True) -> None:
-    """How a checkpoint loads: the names transformers users know from ``from_pretrained``."""
+    """How a checkpoint loads: the names transformers users know from ``from_pretrained``.
+
+    Every command that loads a checkpoint (`run`, `demo`, `eval`, `visualize --model`) takes these; read
+    them back with `model_options_from_args`.
+    """
+    defaults = {dest: default for _, dest, default in MODEL_OPTIONS}
     p.add_argument(
-        "--device", default=DEFAULT_DEVICE,
+        "--device", default=defaults["device"],
         help="auto (cuda when torch sees a GPU, else cpu), cpu, cuda, cuda:1, mps (default auto)",
     )  # fmt: skip
     p.add_argument(
-        "--dtype", default="auto", choices=DTYPES,
+        "--dtype", default=defaults["dtype"], choices=DTYPES,
         help="weights' dtype: auto = float16 on a GPU, float32 on cpu (default auto)",
     )  # fmt: skip
     p.add_argument(
-        "--attn-implementation", default=None, metavar="NAME",
+        "--attn-implementation", default=defaults["attn_implementation"], metavar="NAME",
         help="attention kernel passed to from_pretrained: sdpa, eager, flash_attention_2, ... (default: transformers')",
     )  # fmt: skip
     p.add_argument(
-        "--trust-remote-code", action="store_true",
+        "--trust-remote-code", action="store_true", default=defaults["trust_remote_code"],
         help="run a checkpoint's own Python code (from_pretrained(trust_remote_code=True)); only for ones you trust",
     )  # fmt: skip
     if seed:
         add_seed_argument(p)
+
+
+def model_options_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The loading options of `add_model_arguments` as keywords of `gprune.cli_model.load_pretrained`."""
+    return {dest: getattr(args, dest) for _, dest, _ in MODEL_OPTIONS}
+
+
+def model_options_given(args: argparse.Namespace) -> list[str]:
+    """The loading flags set to something other than their default (for commands where they may not apply)."""
+    return [flag for flag, dest, default in MODEL_OPTIONS if getattr(args, dest, default) != default]
 
 
 def add_seed_argument(p: argparse.ArgumentParser) -> None:

@@ -25,6 +25,7 @@ from gprune.cli_options import (
     add_positions_argument,
     check_method,
     keep_from_args,
+    model_options_from_args,
     text_output,
     write_json,
 )
@@ -136,13 +137,7 @@ def load_from_args(args: argparse.Namespace) -> tuple[Any, Any]:
     from gprune.cli_model import load_pretrained, seed_everything
 
     seed_everything(args.seed)
-    return load_pretrained(
-        args.model,
-        device=args.device,
-        dtype=args.dtype,
-        attn_implementation=args.attn_implementation,
-        trust_remote_code=args.trust_remote_code,
-    )
+    return load_pretrained(args.model, **model_options_from_args(args))
 
 
 def printable(text: str) -> str:
