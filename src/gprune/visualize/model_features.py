@@ -16,29 +16,44 @@ from gprune.visualize.geometry import MODEL_TYPES, Packing, PatchGeometry
 from gprune.visualize.pixels import default_image_processor
 
 
-def load_model(model: Any) -> tuple[Any, Any]:
-    """(model, image processor or None): `model` as given if already loaded, else loaded from a path / hub id."""
+def load_model(
+    model: Any,
+    *,
+    device: str = "auto",
+    dtype: str = "auto",
+    attn_implementation: str | None = None,
+    trust_remote_code: bool = False,
+) -> tuple[Any, Any]:
+    """(model, image processor or None): `model` as given if already loaded, else loaded from a path / hub id.
+
+    A path or hub id loads through `gprune.cli_model.load_pretrained`, the loading path of every gprune
+    command, with its options and one-line errors: `device` (auto: cuda when torch sees a GPU, else
+    cpu), `dtype` (auto: float16 on a GPU, float32 on cpu), `attn_implementation`, `trust_remote_code`.
+    The checkpoint must hold a processor (its image processor is returned). The options do not apply to
+    a model that is already loaded.
+    """
     if not isinstance(model, str):
         if getattr(getattr(model, "config", None), "model_type", None) is None:
             raise UserError(f"model must be a transformers model or a path / hub id, got {type(model).__name__}")
         return model, None
-    from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageTextToText
+    from gprune.cli_model import load_pretrained
 
-    try:
-        config = AutoConfig.from_pretrained(model)
-    except OSError as err:
-        raise UserError(f"cannot load model config from {model!r}: {err}") from None
-    if config.model_type not in MODEL_TYPES:
-        raise UserError(
-            f"visualize maps tokens to pixels for model_type {', '.join(MODEL_TYPES)}; {model!r} is "
-            f"{config.model_type!r}"
-        )
-    loaded = AutoModelForImageTextToText.from_pretrained(model).eval()
-    try:
-        processor = AutoImageProcessor.from_pretrained(model)
-    except (OSError, ValueError):  # no preprocessor_config.json: fall back to the family's defaults
-        processor = None
-    return loaded, processor
+    def check_model_type(config: Any) -> None:
+        if config.model_type not in MODEL_TYPES:
+            raise UserError(
+                f"visualize maps tokens to pixels for model_type {', '.join(MODEL_TYPES)}; {model!r} is "
+                f"{config.model_type!r}"
+            )
+
+    loaded, processor = load_pretrained(
+        model,
+        device=device,
+        dtype=dtype,
+        attn_implementation=attn_implementation,
+        trust_remote_code=trust_remote_code,
+        check_config=check_model_type,
+    )
+    return loaded, processor.image_processor
 
 
 def model_image_processor(model: Any) -> Any:
