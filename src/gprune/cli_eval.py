@@ -25,6 +25,7 @@ from gprune.cli_options import (
     json_to_stdout,
     keeps_from_args,
     methods_from_args,
+    model_options_from_args,
     parse_keep_list,
     split_list,
     write_json,
@@ -117,10 +118,7 @@ def run_eval(args: argparse.Namespace) -> int:
         if removed:
             print(f"--fresh: deleted {len(removed)} earlier output files in {out}", file=sys.stderr)
     seed_everything(args.seed)
-    model, processor = load_pretrained(
-        args.model, device=args.device, dtype=args.dtype, attn_implementation=args.attn_implementation,
-        trust_remote_code=args.trust_remote_code,
-    )
+    model, processor = load_pretrained(args.model, **model_options_from_args(args))
     factory = hf_answerer_factory(
         model, processor, max_new_tokens=args.max_new_tokens, prompt_template=args.prompt_template,
         name=args.model,
