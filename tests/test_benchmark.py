@@ -80,6 +80,32 @@ def test_bench_cli_rejects_bad_input(capsys):
     assert main(["bench", "--llm", "nope"]) == 2
     assert "--llm must be" in capsys.readouterr().err
     assert main(["bench", "--repeats", "0"]) == 2
+    capsys.readouterr()
+    for argv, message in [
+        (["--video", "8x448"], "FRAMESxHxW"),
+        (["--video-window", "0"], "--video-window groups the frames of a --video"),
+        (["--video", "8x224x224", "--mode", "both"], "--mode llm only"),
+        (["--video", "8x224x224", "--video-window", "-1"], "video_window must be an int >= 0"),
+    ]:
+        assert main(["bench", "--no-memory", *argv]) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, (argv, err)
+
+
+def test_video_rows_count_what_pruning_keeps_per_window():
+    """A 6-frame 112x112 video as Qwen2.5-VL-7B tokenises it: 3 frames of 16 tokens, scored per window."""
+    from gprune.video import kept_video_tokens
+
+    for window, kept in [(1, 3 * int(0.3 * 16)), (0, int(0.3 * 48))]:
+        result = run_benchmark(
+            llm=TINY, video=(6, 112, 112), video_window=window, prompt_tokens=4, keeps=(0.3,), repeats=1,
+            warmup=0, decode_tokens=0, measure_memory=False, quiet_gate=False, log=lambda _: None,
+        )  # fmt: skip
+        assert result["image_size"] is None and result["video"]["llm_frames"] == 3
+        assert result["video"]["tokens_per_frame"] == 16 and result["video"]["graphs"] == (3 if window else 1)
+        unpruned, pruned = result["rows"]
+        assert unpruned["visual_tokens"] == 48
+        assert pruned["visual_tokens"] == kept == kept_video_tokens(3, 16, 0.3, window=window)
 
 
 def test_end_to_end_runs_generate_through_gprune_pruned():

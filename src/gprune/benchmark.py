@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from gprune.checkpoints import bundled_checkpoints, image_tokens, load_checkpoint
+from gprune.checkpoints import bundled_checkpoints, image_tokens, load_checkpoint, video_tokens
 from gprune.errors import UserError
 from gprune.flops import kv_cache_bytes, llm_prefill_flops
 from gprune.integrations.hf_args import cache_keyword, output_cache
@@ -295,6 +295,8 @@ def run_benchmark(
     repeats: int = 5,
     warmup: int = 1,
     decode_tokens: int = 16,
+    video: tuple[int, int, int] | None = None,
+    video_window: int = 1,
     device: str = "cpu",
     dtype: str | None = None,
     seed: int = 0,
@@ -306,7 +308,9 @@ def run_benchmark(
     """Measure every setting; returns plain data (see `format_markdown`).
 
     `llm` is "mid" (`mid_size_llm_config`), a bundled checkpoint name (its text model, full size) or a
-    decoder config. Weights are random: latency does not depend on them.
+    decoder config. Weights are random: latency does not depend on them. The visual tokens are one image
+    of `image_size` in LLaVA-NeXT's layout or, with `video` = (frames, height, width), one video as
+    Qwen2.5-VL-7B tokenises it, grouped `video_window` frames per graph (`gprune.video.video_layout`).
     """
     if repeats < 1 or warmup < 0 or decode_tokens < 0 or prompt_tokens < 0:
         raise UserError("repeats must be >= 1; warmup, decode tokens and prompt tokens >= 0")
@@ -319,8 +323,11 @@ def run_benchmark(
     config = _llm_config(llm)
     if isinstance(llm, PretrainedConfig):
         llm = llm.model_type
-    # The image is tokenised as LLaVA-NeXT does it (base view + unpadded grid + newlines).
-    layout: TokenLayout = image_tokens(load_checkpoint("llava-v1.6-vicuna-7b"), *image_size).layout
+    if video is None:  # the image is tokenised as LLaVA-NeXT does it (base view + unpadded grid + newlines)
+        tokens = image_tokens(load_checkpoint("llava-v1.6-vicuna-7b"), *image_size)
+    else:
+        tokens = video_tokens(load_checkpoint("Qwen2.5-VL-7B"), *video, window=video_window)
+    layout: TokenLayout = tokens.layout
 
     torch.manual_seed(seed)
     with torch.device(dev):
@@ -344,9 +351,10 @@ def run_benchmark(
 
     runners = [runner(s) for s in settings]
     load = MachineLoad(enabled=quiet_gate and dev.type == "cpu")
+    visual = f"image {image_size[0]}x{image_size[1]}" if video is None else f"video {'x'.join(map(str, video))}"
     log(
-        f"LLM {llm}: {config.num_hidden_layers} layers x {hidden} hidden, {torch_dtype}, {dev}; image "
-        f"{image_size[0]}x{image_size[1]} -> {layout.length} visual tokens; {prompt_tokens} prompt tokens"
+        f"LLM {llm}: {config.num_hidden_layers} layers x {hidden} hidden, {torch_dtype}, {dev}; {visual} "
+        f"-> {layout.length} visual tokens ({tokens.description}); {prompt_tokens} prompt tokens"
     )
     progress = Progress(warmup, repeats, part, "llm")
     for rep in range(-warmup, repeats):
@@ -427,7 +435,12 @@ def run_benchmark(
             "vocab": config.vocab_size,
         },
         "dtype": str(torch_dtype).removeprefix("torch."),
-        "image_size": list(image_size),
+        "image_size": list(image_size) if video is None else None,
+        "video": None if video is None else {
+            "frames": video[0], "height": video[1], "width": video[2], "window": video_window,
+            "llm_frames": tokens.frames, "tokens_per_frame": tokens.tokens_per_frame, "graphs": len(layout.groups),
+            "tokenised_as": "Qwen2.5-VL-7B",
+        },
         "visual_tokens": layout.length,
         "prompt_tokens": prompt_tokens,
         "repeats": repeats,
@@ -700,7 +713,7 @@ def _stderr(line: str) -> None:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    from gprune.cli_flops import parse_image_size
+    from gprune.cli_flops import parse_image_size, parse_video
     from gprune.cli_model import resolve_device
     from gprune.cli_options import keeps_from_args, text_output, write_json
 
@@ -708,8 +721,13 @@ def run_from_args(args: argparse.Namespace) -> int:
         image_size = parse_image_size(args.image_size)
     except argparse.ArgumentTypeError as err:
         raise UserError(str(err)) from None
-    device = resolve_device(args.device)
+    video = None if args.video is None else parse_video(args.video)
     parts = ["llm", "end-to-end"] if args.mode == "both" else [args.mode]
+    if video is None and args.video_window != 1:
+        raise UserError("--video-window groups the frames of a --video: give --video FRAMESxHxW or leave it out")
+    if video is not None and parts != ["llm"]:
+        raise UserError("--video is measured in --mode llm only (end-to-end runs a LLaVA-NeXT on an image)")
+    device = resolve_device(args.device)
     common = {
         "llm": args.llm,
         "image_size": image_size,
@@ -730,6 +748,8 @@ def run_from_args(args: argparse.Namespace) -> int:
     if "llm" in parts:
         result = run_benchmark(
             **common,
+            video=video,
+            video_window=args.video_window,
             decode_tokens=args.decode_tokens,
             measure_memory=not args.no_memory,
             quiet_gate=not args.no_quiet_gate,

@@ -33,6 +33,16 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--llm", default=MID_SIZE, help=f"{MID_SIZE!r} (8x1024 LLaMA) or a bundled checkpoint's text model")
     p.add_argument("--image-size", default="672x672", help="HxW pixels, tokenised as LLaVA-NeXT (default 672x672)")
     p.add_argument("--prompt-tokens", type=int, default=64, help="text tokens around the image (default 64)")
+    p.add_argument(
+        "--video", metavar="FRAMESxHxW", default=None,
+        help="llm mode: a video instead of the image, tokenised as Qwen2.5-VL-7B does (e.g. 32x448x448: 16 "
+        "temporal patches x 256 tokens); the selector scores it as pruning would with --video-window",
+    )  # fmt: skip
+    p.add_argument(
+        "--video-window", type=int, default=1, metavar="K",
+        help="with --video: frames per graph (default 1; 0 = the whole video as one graph, scored in bounded "
+        "memory when large)",
+    )  # fmt: skip
     add_keep_argument(p, sweep=True, default=DEFAULT_KEEPS)
     p.add_argument("--repeats", type=int, default=5, help="timed repeats per setting (default 5)")
     p.add_argument("--warmup", type=int, default=1, help="untimed warm-up rounds (default 1)")
