@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+import pytest
 import torch
 from PIL import Image
 from torch import Tensor
@@ -88,6 +89,26 @@ class Family:
         token = getattr(config, "image_token_id", None)
         return int(token if token is not None else config.image_token_index)
 
+    @property
+    def mismatch_token_id(self) -> int:
+        """The placeholder `image_token_mismatch` replaces (its last occurrence) by a text token."""
+        return self.image_token_id
+
+    @property
+    def padded_prompts(self) -> list[Any]:
+        return PADDED
+
+    @property
+    def unpadded_prompts(self) -> list[Any]:
+        return UNPADDED
+
+    def config(self, keep: float) -> gprune.GPruneConfig:
+        """The pruning configuration of the keep = 1.0 and keep < 1 runs."""
+        return gprune.GPruneConfig(keep=keep)
+
+    def check_report(self, report: Any, keep: float) -> None:
+        """Checks of gprune's report of a run at `keep`, beyond "something was pruned" (none here)."""
+
     def encode(self, prompts: list[tuple[str, Image.Image, tuple[int, int]]], side: str = "left") -> dict[str, Any]:
         self.tiny.processor.tokenizer.padding_side = side
         text = [self.tiny.prompt(q) for q, _, _ in prompts]
@@ -97,17 +118,18 @@ class Family:
         return dict(self.tiny.processor(images=images, text=text, return_tensors="pt", padding=True))
 
     def padded(self, side: str = "left") -> dict[str, Any]:
-        inputs = self.encode(PADDED, side)
+        inputs = self.encode(self.padded_prompts, side)
         assert not inputs["attention_mask"].all(), "the padded batch must hold padding"
         return inputs
 
     def unpadded(self, batch: bool) -> dict[str, Any]:
-        inputs = self.encode(UNPADDED if batch else UNPADDED[:1])
+        prompts = self.unpadded_prompts
+        inputs = self.encode(prompts if batch else prompts[:1])
         assert inputs["attention_mask"].all(), "the unpadded prompts must have the same length"
         return inputs
 
     def singles(self) -> list[dict[str, Any]]:
-        return [self.encode([p]) for p in PADDED]
+        return [self.encode([p]) for p in self.padded_prompts]
 
     def reset(self) -> None:
         """Forget state a previous call left on the model (Qwen's cached ``rope_deltas``)."""
@@ -306,10 +328,10 @@ def logits_to_keep(f: Family) -> Result:
 def packed_inputs(f: Family) -> dict[str, Any]:
     """The `PADDED` prompts concatenated in one row, positions restarting at 0, no attention mask.
 
-    Token tensors come from each prompt encoded alone (no padding), image tensors from the batch (images of
-    different sizes padded as the processor does). Qwen families get four position rows, as transformers'
-    padding-free path expects: the text positions (which mark where a sample starts), then each sample's mRoPE
-    positions from the model's own ``get_rope_index``.
+    Token tensors come from each prompt encoded alone (no padding), image and video tensors from the batch
+    (images of different sizes padded as the processor does). Qwen families get four position rows, as
+    transformers' padding-free path expects: the text positions (which mark where a sample starts), then each
+    sample's mRoPE positions from the model's own ``get_rope_index``.
     """
     singles, batch = f.singles(), f.padded()
     packed: dict[str, Any] = {}
@@ -326,9 +348,8 @@ def packed_inputs(f: Family) -> dict[str, Any]:
     if f.name in QWEN_MODEL_TYPES:
         rope = []
         for s in singles:
-            positions, _ = f.model.model.get_rope_index(
-                s["input_ids"], s["mm_token_type_ids"], image_grid_thw=s["image_grid_thw"]
-            )
+            grids = {k: s[k] for k in ("image_grid_thw", "video_grid_thw", "second_per_grid_ts") if k in s}
+            positions, _ = f.model.model.get_rope_index(s["input_ids"], s["mm_token_type_ids"], **grids)
             rope.append(positions[:, 0])
         packed["position_ids"] = torch.cat([text[None], torch.cat(rope, dim=1)], dim=0)[:, None]
     else:
@@ -347,10 +368,11 @@ def packed(f: Family) -> Result:
 
 
 def image_token_mismatch(f: Family) -> Result:
-    """One image placeholder replaced by a text token: the model's own error, whatever the keep setting."""
+    """One placeholder (`Family.mismatch_token_id`) replaced by a text token: the model's own error, whatever the
+    keep setting."""
     inputs = f.unpadded(batch=False)
     ids = inputs["input_ids"].clone()
-    last = int((ids[0] == f.image_token_id).nonzero().max())
+    last = int((ids[0] == f.mismatch_token_id).nonzero().max())
     ids[0, last] = f.tiny.processor.tokenizer.convert_tokens_to_ids("a")
     try:
         _forward(f, {**inputs, "input_ids": ids})
@@ -381,4 +403,141 @@ BEHAVIOURS: dict[str, Callable[[Family], Result]] = {
     "logits-to-keep": logits_to_keep,
     "packed": packed,
     "image-token-mismatch": image_token_mismatch,
+}
+
+
+# --- running a behaviour three ways and comparing --------------------------------------------------------------
+
+
+def run(family: Family, behaviour: str, config: gprune.GPruneConfig | None) -> Result:
+    """`behaviour` on the unpruned model (`config` None) or inside ``gprune.pruned(model, config)``."""
+    family.reset()
+    if config is None:
+        return BEHAVIOURS[behaviour](family)
+    with gprune.pruned(family.model, config):
+        result = BEHAVIOURS[behaviour](family)
+        result.report = gprune.last_report(family.model)
+        return result
+
+
+def _as_steps(value: Any) -> tuple[Tensor, ...]:
+    return value if isinstance(value, tuple) else (value,)
+
+
+def assert_identical(got: Result, want: Result) -> None:
+    assert got.values.keys() == want.values.keys()
+    for name, value in want.values.items():
+        got_steps, want_steps = _as_steps(got.values[name]), _as_steps(value)
+        assert len(got_steps) == len(want_steps), f"{name}: {len(got_steps)} steps, unpruned {len(want_steps)}"
+        for step, (a, b) in enumerate(zip(got_steps, want_steps, strict=True)):
+            if not torch.equal(a, b):
+                detail = ""
+                if a.shape == b.shape and a.is_floating_point():
+                    detail = f", max abs difference {float((a - b).abs().max()):.3g}"
+                elif a.shape == b.shape:
+                    detail = f", first differing index {(a != b).nonzero()[0].tolist()}"
+                where = f"{name}[{step}]" if isinstance(value, tuple) else name
+                pytest.fail(f"keep=1.0 differs from unpruned in {where}: shapes {a.shape} / {b.shape}{detail}")
+
+
+def assert_conforming(got: Result, want: Result) -> None:
+    assert got.values.keys() == want.values.keys()
+    for name, value in want.values.items():
+        got_steps, want_steps = _as_steps(got.values[name]), _as_steps(value)
+        assert len(got_steps) == len(want_steps), f"{name}: {len(got_steps)} steps, unpruned {len(want_steps)}"
+        for step, (a, b) in enumerate(zip(got_steps, want_steps, strict=True)):
+            assert a.shape == b.shape, f"{name}[{step}] has shape {tuple(a.shape)}, unpruned {tuple(b.shape)}"
+            assert a.dtype == b.dtype, f"{name}[{step}] is {a.dtype}, unpruned {b.dtype}"
+            if a.is_floating_point():
+                ok = ~torch.isnan(a) if name in got.may_be_infinite else torch.isfinite(a)
+                assert bool(ok.all()), f"{name}[{step}] holds non-finite values"
+    if want.prompt is not None:
+        sequences, prompt = got.values["sequences"], want.prompt
+        prompt = prompt.repeat_interleave(sequences.shape[0] // prompt.shape[0], dim=0)
+        assert torch.equal(sequences[:, : prompt.shape[1]], prompt), "generate must return the original prompt first"
+
+
+def conform(family: Family, behaviour: str) -> None:
+    """The test of one case: the unpruned reference (skipped with its error where the model refuses the
+    behaviour), then the behaviour's check (`CHECKS`, by default `check_outputs`)."""
+    try:
+        reference = run(family, behaviour, None)
+    except AssertionError:
+        raise
+    except Exception as error:  # a behaviour the unpruned model rejects is skipped
+        pytest.skip(f"unpruned {family.name} does not support {behaviour}: {type(error).__name__}: {error}"[:300])
+    check = CHECKS.get(behaviour, check_outputs)
+    check(family, behaviour, reference)
+
+
+def check_outputs(family: Family, behaviour: str, reference: Result) -> Result:
+    """(b) keep=1.0 identical to the unpruned run, (c) keep<1 conforming; returns the keep<1 result."""
+    assert reference.values, "the behaviour returned nothing to compare"
+    same = run(family, behaviour, family.config(1.0))
+    assert_identical(same, reference)
+    family.check_report(same.report, 1.0)
+    pruned = run(family, behaviour, family.config(KEEP))
+    assert pruned.report is not None and pruned.report.tokens_after < pruned.report.tokens_before, "nothing pruned"
+    family.check_report(pruned.report, KEEP)
+    assert_conforming(pruned, reference)
+    return pruned
+
+
+def _continues_like_one_call(result: Result) -> bool:
+    once = result.extra["in_one_call"]
+    return torch.equal(result.values["sequences"], once.sequences) and all(
+        torch.allclose(a, b, rtol=1e-4, atol=1e-4) for a, b in zip(result.values["logits"], once.logits, strict=True)
+    )
+
+
+def check_continue_from_cache(family: Family, behaviour: str, reference: Result) -> None:
+    if not _continues_like_one_call(reference):
+        pytest.skip(f"unpruned {family.name}: continuing from the returned cache differs from one generate call")
+    pruned = check_outputs(family, behaviour, reference)
+    # as transformers' test asserts of the unpruned model: continuing equals generating all tokens in one call
+    assert _continues_like_one_call(pruned), "pruned: continuing from the returned cache differs from one generate call"
+
+
+def check_loss_kwargs(family: Family, behaviour: str, reference: Result) -> None:
+    if torch.equal(reference.values["loss"], reference.extra["plain"].loss):
+        pytest.skip(f"unpruned {family.name} ignores {behaviour} in its loss")
+    check_outputs(family, behaviour, reference)
+
+
+def check_packed(family: Family, behaviour: str, reference: Result) -> None:
+    """The padding-free row equals each prompt alone (unpruned, else skipped); then keep=1 exact, keep<1 likewise."""
+    lengths = [a.shape[0] for a in reference.extra["alone"]]
+    logits = reference.values["logits"][0]
+    for segment, alone in zip(logits.split(lengths), reference.extra["alone"], strict=True):
+        if not torch.allclose(segment, alone, rtol=1e-4, atol=1e-4):
+            difference = float((segment - alone).abs().max())
+            pytest.skip(
+                f"unpruned {family.name}: packed padding-free logits differ from each prompt alone by {difference:.3g}"
+            )
+    pruned = check_outputs(family, behaviour, reference)
+    segments = pruned.values["logits"][0].split(lengths)
+    for k, (segment, alone) in enumerate(zip(segments, pruned.extra["alone"], strict=True)):
+        torch.testing.assert_close(
+            segment, alone, rtol=1e-4, atol=1e-4, msg=lambda m, k=k: f"pruned packed sample {k} vs alone: {m}"
+        )
+
+
+def check_error(family: Family, behaviour: str, reference: Result) -> None:
+    want = reference.extra["error"]
+    if want is None:
+        pytest.skip(f"unpruned {family.name} accepts a wrong placeholder count")
+    for keep in (1.0, KEEP):
+        got = run(family, behaviour, family.config(keep)).extra["error"]
+        assert got is not None, f"keep={keep}: no error for a wrong placeholder count"
+        assert type(got) is type(want) and str(want) in str(got), (
+            f"keep={keep}: {type(got).__name__}: {got!s} -- the unpruned model raises {type(want).__name__}: {want!s}"
+        )
+
+
+CHECKS: dict[str, Callable[[Family, str, Result], Any]] = {
+    "continue-from-cache": check_continue_from_cache,
+    "shift-labels": check_loss_kwargs,
+    "num-items-in-batch": check_loss_kwargs,
+    "packed": check_packed,
+    "image-token-mismatch": check_error,
 }
