@@ -1,10 +1,8 @@
 """LLaVA-OneVision videos pruned through `gprune.apply` on the tiny model.
 
 Inputs come from the real `LlavaOnevisionProcessor` (its own ``<video>`` expansion: frames x pooled tokens
-+ 1 newline), with a stand-in for its video processor: `LlavaOnevisionVideoProcessor` needs torchvision,
-which this environment must not install. `HandVideoProcessor` does what it does by default -- each frame
-resized to the tower's size (bicubic, here with PIL), scaled by 1/255 and normalised with the OpenAI CLIP
-mean and std, stacked as (videos, frames, 3, H, W) -- with frames given as numpy arrays.
++ 1 newline), with a stand-in for its video processor (`onevision_video_inputs.HandVideoProcessor`):
+`LlavaOnevisionVideoProcessor` needs torchvision, which this environment must not install.
 
 References are built here without the adapter: the model's own ``get_video_features`` output, kept
 indices from `gprune.core.select_tokens` on each frame (or the whole video) plus the newline, written into
@@ -19,8 +17,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from transformers import BatchFeature
-from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 import gprune
 from gprune.adapters import get_adapter
@@ -29,26 +25,12 @@ from gprune.config import GPruneConfig
 from gprune.core import select_tokens
 from gprune.pipeline import prune_call
 from gprune.testing import tiny_llava_onevision
-from gprune.testing.llava import TILE, TinyModel
+from gprune.testing.llava import TinyModel
 from gprune.video import kept_video_tokens
+from onevision_video_inputs import HandVideoProcessor
 
 FRAMES = 4
 NEW_TOKENS = 3
-
-
-class HandVideoProcessor:
-    """`LlavaOnevisionVideoProcessor`'s default steps without torchvision (see the module docstring)."""
-
-    def __call__(self, videos: Any, **kwargs: Any) -> BatchFeature:
-        mean, std = np.array(OPENAI_CLIP_MEAN), np.array(OPENAI_CLIP_STD)
-        out = []
-        for video in videos:
-            frames = []
-            for frame in np.asarray(video):
-                resized = np.asarray(Image.fromarray(frame).resize((TILE, TILE), Image.BICUBIC), dtype=np.float64)
-                frames.append(torch.from_numpy(((resized / 255 - mean) / std).transpose(2, 0, 1).astype(np.float32)))
-            out.append(torch.stack(frames))
-        return BatchFeature({"pixel_values_videos": torch.stack(out)})
 
 
 @pytest.fixture(scope="module")
