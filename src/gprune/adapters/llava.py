@@ -246,8 +246,14 @@ class LlavaOnevisionAdapter(LlavaStyleAdapter):
         return items
 
     def model_kwargs(self, encoded: EncodedImages, kept: Sequence[Tensor]) -> dict[str, Any]:
-        """Kept image features as a list (one tensor per image); kept video tokens of all videos as one row,
-        which the model flattens into the ``<video>`` placeholders in order."""
+        """Kept image features as a list (one tensor per image); kept video tokens as a (videos, kept, D)
+        tensor, which the model flattens into the ``<video>`` placeholders in order.
+
+        One row per video, as ``get_video_features`` returns: beam search and ``num_return_sequences``
+        expand ``mm_encoder_outputs`` by splitting ``pooler_output`` where its cumulative lengths meet the
+        prompts' cumulative placeholder counts, so every prompt's videos must be rows of their own. The
+        videos of one call share their frame count (``pixel_values_videos`` is one tensor), hence their
+        layout, hence their kept count (a pure function of layout and keep): the rows stack."""
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
         cut: dict[str, list[Tensor]] = {"image": [], "video": []}
@@ -257,7 +263,7 @@ class LlavaOnevisionAdapter(LlavaStyleAdapter):
         if cut["image"]:
             outputs["image"] = BaseModelOutputWithPooling(pooler_output=cut["image"])
         if cut["video"]:
-            outputs["video"] = BaseModelOutputWithPooling(pooler_output=torch.cat(cut["video"]).unsqueeze(0))
+            outputs["video"] = BaseModelOutputWithPooling(pooler_output=torch.stack(cut["video"]))
         return {"mm_encoder_outputs": outputs}
 
 
