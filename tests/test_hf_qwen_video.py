@@ -234,3 +234,22 @@ def test_video_only_call_is_pruned_and_deepstack_cut() -> None:
     for layer_full, layer_cut in zip(full.deepstack_features, pruned.deepstack_features, strict=True):
         assert torch.equal(layer_cut[0], layer_full[0][video.kept_indices])
     assert int((call.model_kwargs["input_ids"] == tiny.model.config.video_token_id).sum()) == 9
+
+
+def test_inputs_embeds_generate_with_more_videos_than_prompts(tiny: TinyModel) -> None:
+    """generate(inputs_embeds=...) takes its batch size from its first tensor argument; video_grid_thw (one
+    row per video) must not be it: one prompt holding two videos still decodes one row, as unpruned."""
+    one = sample(tiny, ["two clips", ("video", _frames(tiny, 4, 4, 4, 3)), "and", ("video", _frames(tiny, 2, 2, 4, 4))])
+    inputs = batch(tiny, [one])
+    assert inputs["video_grid_thw"].shape[0] == 2 and inputs["input_ids"].shape[0] == 1
+    with torch.no_grad():
+        embeds = tiny.model.get_input_embeddings()(inputs["input_ids"])
+    call = {**{k: v for k, v in inputs.items() if k != "input_ids"}, "inputs_embeds": embeds}
+    want = _generate(tiny.model, call)
+    same, _ = _pruned_generate(tiny, call, GPruneConfig(keep=1.0))
+    assert torch.equal(same.sequences, want.sequences)
+    for a, b in zip(same.logits, want.logits, strict=True):
+        assert torch.equal(a, b)
+    pruned, report = _pruned_generate(tiny, call, GPruneConfig(keep=0.5))
+    assert report.tokens_after < report.tokens_before
+    assert pruned.sequences.shape == want.sequences.shape == (1, NEW_TOKENS)

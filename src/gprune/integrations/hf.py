@@ -365,7 +365,10 @@ def _pruned_generate(model: torch.nn.Module) -> Any:
                 _model_error_first(lambda: _passing_through(state, original, {**unpruned, "max_new_tokens": 1}), error)
         rest = _rest(kwargs, adapter)
         _token_budget(rest, prompt.shape[1], self)
-        out = _passing_through(state, original, {**rest, **pruned_call.model_kwargs})
+        # The pruned sequences first: called with inputs_embeds and no ids, generate takes its batch size from
+        # the first tensor among its keyword arguments, which must not be one of the rest (video_grid_thw).
+        call = {**pruned_call.model_kwargs, **{k: v for k, v in rest.items() if k not in pruned_call.model_kwargs}}
+        out = _passing_through(state, original, call)
         state.last_report = pruned_call.report
         if not isinstance(input_ids, Tensor):  # made with embeddings only: generate returns the new tokens only
             return out
