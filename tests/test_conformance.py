@@ -20,8 +20,6 @@ The behaviours and the checks live in `conformance_cases`; test ids read ``test_
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 import torch
 
@@ -35,19 +33,7 @@ def case_id(case: tuple[str, str]) -> str:
     return f"{family}-{behaviour}"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Any:
-    """Tiny models run 10-40x faster on one thread than on two busy cores; the setting is restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def zoo() -> dict[str, Family]:
-    """Tiny models built on first use and kept for the module (a family's cases run one after another)."""
-    return {}
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py; zoo: the tiny models, built once
 
 
 def family_of(zoo: dict[str, Family], name: str) -> Family:

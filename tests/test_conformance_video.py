@@ -21,7 +21,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import torch
 
 from conformance_cases import BEHAVIOURS, conform
 from video_conformance_cases import CONTENTS, VIDEO_FAMILIES, VideoFamily, build_video
@@ -41,19 +40,7 @@ def case_id(case: tuple[str, str, int, str]) -> str:
     return f"{family}-{content}-w{window}-{behaviour}"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Any:
-    """Tiny models run much faster on one thread than on two busy cores; the setting is restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def zoo() -> dict[str, Any]:
-    """Tiny models built on first use and kept for the module (a family's cases run one after another)."""
-    return {}
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py; zoo: the tiny models, built once
 
 
 def family_of(zoo: dict[str, Any], name: str, content: str, window: int) -> VideoFamily:

@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import argparse
 
-from gprune.cli_options import DTYPES, add_json_argument, add_keep_argument, add_seed_argument
+from gprune.cli_options import (
+    DTYPES,
+    add_json_argument,
+    add_keep_argument,
+    add_seed_argument,
+    add_video_window_argument,
+)
 
 MID_SIZE = "mid"  # gprune.benchmark.MID_SIZE
 DEFAULT_KEEPS = (1.0, 0.5, 0.33, 0.22, 0.11)  # gprune.benchmark.DEFAULT_KEEPS (a test checks both)
@@ -38,11 +44,7 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         help="llm mode: a video instead of the image, tokenised as Qwen2.5-VL-7B does (e.g. 32x448x448: 16 "
         "temporal patches x 256 tokens); the selector scores it as pruning would with --video-window",
     )  # fmt: skip
-    p.add_argument(
-        "--video-window", type=int, default=1, metavar="K",
-        help="with --video: frames per graph (default 1; 0 = the whole video as one graph, scored in bounded "
-        "memory when large)",
-    )  # fmt: skip
+    add_video_window_argument(p)
     add_keep_argument(p, sweep=True, default=DEFAULT_KEEPS)
     p.add_argument("--repeats", type=int, default=5, help="timed repeats per setting (default 5)")
     p.add_argument("--warmup", type=int, default=1, help="untimed warm-up rounds (default 1)")

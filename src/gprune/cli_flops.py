@@ -6,7 +6,14 @@ import argparse
 from importlib import resources
 from typing import Any
 
-from gprune.cli_options import Keep, add_json_argument, add_keep_argument, keeps_from_args, write_json
+from gprune.cli_options import (
+    Keep,
+    add_json_argument,
+    add_keep_argument,
+    add_video_window_argument,
+    keeps_from_args,
+    write_json,
+)
 from gprune.errors import UserError
 
 DEFAULT_KEEP_RATIOS = (0.5, 0.33, 0.22, 0.11)
@@ -85,11 +92,7 @@ def add_command(sub: argparse._SubParsersAction) -> None:
         "one frame of tokens for the LLM; LLaVA-OneVision: each frame pooled 2x2, plus one newline). The vision "
         "encoder counts all frames; --keep applies to the video",
     )  # fmt: skip
-    p.add_argument(
-        "--video-window", type=int, default=1, metavar="K",
-        help="with --video: frames per graph as pruning groups them (default 1: each frame its own graph; "
-        "0: the whole video one graph); a ratio keeps that share of each graph, a token budget is per video",
-    )  # fmt: skip
+    add_video_window_argument(p)
     p.add_argument(
         "--prompt-tokens",
         type=int,

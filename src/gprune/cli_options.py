@@ -272,6 +272,16 @@ def add_seed_argument(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def add_video_window_argument(p: argparse.ArgumentParser) -> None:
+    """``--video-window K``: how a ``--video``'s frames group into graphs (`gprune.video.video_layout`)."""
+    p.add_argument(
+        "--video-window", type=int, default=1, metavar="K",
+        help="with --video: frames per graph as pruning groups them (default 1: each frame its own graph; 0: the "
+        "whole video as one graph, scored in bounded memory when large); a ratio keeps that share of each graph, "
+        "a token budget is per video",
+    )  # fmt: skip
+
+
 def add_json_argument(p: argparse.ArgumentParser) -> None:
     """``--json [PATH]``: the same in every command (see `write_json`)."""
     p.add_argument(
