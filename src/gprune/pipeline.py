@@ -116,12 +116,7 @@ def locate_images(
             f"{len(lengths)} {kind}(s) of {', '.join(str(n) for n in lengths)} visual tokens, {kind} placeholder "
             f"id {image_token_id}; pass the processor's input_ids together with its pixel values"
         )
-        if kind == "video":
-            raise ValueError(
-                f"Video features and video tokens do not match, tokens: {placeholders.numel()}, features: {total}; "
-                + detail
-            )
-        raise image_token_mismatch(placeholders.numel(), total, detail)
+        raise image_token_mismatch(placeholders.numel(), total, detail, kind=kind)
     length = input_ids.shape[1]
     spans = []
     for k, flat in enumerate(torch.split(placeholders, [int(n) for n in lengths])):
