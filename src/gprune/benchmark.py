@@ -713,18 +713,16 @@ def _stderr(line: str) -> None:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    from gprune.cli_flops import parse_image_size, parse_video
+    from gprune.cli_flops import parse_image_size
     from gprune.cli_model import resolve_device
-    from gprune.cli_options import keeps_from_args, text_output, write_json
+    from gprune.cli_options import keeps_from_args, text_output, video_from_args, write_json
 
     try:
         image_size = parse_image_size(args.image_size)
     except argparse.ArgumentTypeError as err:
         raise UserError(str(err)) from None
-    video = None if args.video is None else parse_video(args.video)
+    video = video_from_args(args)
     parts = ["llm", "end-to-end"] if args.mode == "both" else [args.mode]
-    if video is None and args.video_window != 1:
-        raise UserError("--video-window groups the frames of a --video: give --video FRAMESxHxW or leave it out")
     if video is not None and parts != ["llm"]:
         raise UserError("--video is measured in --mode llm only (end-to-end runs a LLaVA-NeXT on an image)")
     device = resolve_device(args.device)

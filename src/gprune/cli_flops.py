@@ -12,6 +12,7 @@ from gprune.cli_options import (
     add_keep_argument,
     add_video_window_argument,
     keeps_from_args,
+    video_from_args,
     write_json,
 )
 from gprune.errors import UserError
@@ -53,22 +54,6 @@ def parse_image_size(text: str) -> tuple[int, int]:
     if len(values) != 2 or min(values) < 1:
         raise argparse.ArgumentTypeError(f"image size must be HxW or N with positive pixels, got {text!r}")
     return values[0], values[1]
-
-
-def parse_video(text: str) -> tuple[int, int, int]:
-    """``FRAMESxHxW`` (frames that reach the video processor, frame height and width in pixels)."""
-    parts = text.lower().split("x")
-    try:
-        values = [int(p) for p in parts]
-    except ValueError:
-        values = []
-    if len(values) != 3:
-        raise UserError(f"--video: expected FRAMESxHxW such as 16x448x448 (frames, height, width), got {text!r}")
-    if values[0] < 1:
-        raise UserError(f"--video: a video needs at least one frame, got {values[0]} in {text!r}")
-    if min(values[1:]) < 1:
-        raise UserError(f"--video: frame height and width must be positive pixels, got {text!r}")
-    return values[0], values[1], values[2]
 
 
 def add_command(sub: argparse._SubParsersAction) -> None:
@@ -129,7 +114,6 @@ def flops_report(
     from gprune.checkpoints import image_tokens, load_checkpoint, video_tokens
     from gprune.flops import kv_cache_bytes, llm_prefill_flops, projector_flops, vision_flops
     from gprune.layouts import kept_token_count
-    from gprune.video import kept_video_tokens
 
     if isinstance(prompt_tokens, bool) or not isinstance(prompt_tokens, int) or prompt_tokens < 0:
         raise UserError(f"prompt tokens must be a non-negative int, got {prompt_tokens!r}")
@@ -146,15 +130,9 @@ def flops_report(
     projector = projector_flops(config, tokens.projector_tokens)
     dtype = kv_dtypes()[kv_dtype]
 
-    def kept(keep: Keep) -> int:
-        if video is None:
-            return kept_token_count(tokens.layout, keep)
-        return kept_video_tokens(
-            tokens.frames, tokens.tokens_per_frame, keep, window=tokens.window, always_kept_tail=tokens.always_kept_tail
-        )
-
     def row(keep: Keep | None) -> dict[str, Any]:
-        visual = tokens.layout.length if keep is None else kept(keep)
+        # a video's layout is gprune.video.video_layout's, so this is kept_video_tokens' count
+        visual = tokens.layout.length if keep is None else kept_token_count(tokens.layout, keep)
         sequence = visual + prompt_tokens
         return {
             "keep": keep,
@@ -254,11 +232,9 @@ def run_flops(args: argparse.Namespace) -> int:
     if (args.model is None) == (args.config is None):
         raise UserError("name a bundled checkpoint or pass --config path/config.json (exactly one)")
     keeps: list[Keep] = keeps_from_args(args)
-    video = parse_video(args.video) if args.video is not None else None
+    video = video_from_args(args)
     if video is not None and args.image_size is not None:
         raise UserError("give --image-size or --video, not both (--video FRAMESxHxW carries the frame size)")
-    if video is None and args.video_window != 1:
-        raise UserError("--video-window applies to a video: give --video FRAMESxHxW too")
     report = flops_report(
         args.model or args.config,
         args.image_size,

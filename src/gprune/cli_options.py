@@ -282,6 +282,31 @@ def add_video_window_argument(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def parse_video(text: str) -> tuple[int, int, int]:
+    """``FRAMESxHxW`` (frames that reach the video processor, frame height and width in pixels)."""
+    parts = text.lower().split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) != 3:
+        raise UserError(f"--video: expected FRAMESxHxW such as 16x448x448 (frames, height, width), got {text!r}")
+    if values[0] < 1:
+        raise UserError(f"--video: a video needs at least one frame, got {values[0]} in {text!r}")
+    if min(values[1:]) < 1:
+        raise UserError(f"--video: frame height and width must be positive pixels, got {text!r}")
+    return values[0], values[1], values[2]
+
+
+def video_from_args(args: argparse.Namespace) -> tuple[int, int, int] | None:
+    """``--video`` as (frames, height, width), or None; ``--video-window`` without a video is refused."""
+    if args.video is None:
+        if args.video_window != 1:
+            raise UserError("--video-window groups the frames of a --video: give --video FRAMESxHxW or leave it out")
+        return None
+    return parse_video(args.video)
+
+
 def add_json_argument(p: argparse.ArgumentParser) -> None:
     """``--json [PATH]``: the same in every command (see `write_json`)."""
     p.add_argument(
