@@ -53,13 +53,13 @@ def test_same_scores_and_kept_set_as_dense(budget: str, threshold: float) -> Non
 def test_budgets_cover_every_caching_regime(monkeypatch: pytest.MonkeyPatch) -> None:
     """The budgets above really give all tiles cached, some cached and some recomputed, and none cached."""
     regimes: list[tuple[bool, int]] = []
-    real = graph_blocks._Graph.__init__
+    real = graph_blocks._TiledGraph.__init__
 
     def spy(self: object, rows: object, sparse: object, dense: dict, recompute: list) -> None:
         regimes.append((sparse is not None or bool(dense), len(recompute)))
         real(self, rows, sparse, dense, recompute)
 
-    monkeypatch.setattr(graph_blocks._Graph, "__init__", spy)
+    monkeypatch.setattr(graph_blocks._TiledGraph, "__init__", spy)
     x = clustered_features(1000, 48, seed=2)
     for name, budget in BUDGETS.items():
         for threshold in (0.5, 0.7):

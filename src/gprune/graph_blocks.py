@@ -78,16 +78,21 @@ def bounded_scoring(memory_budget: int | None = None) -> Iterator[None]:
     not for concurrent threads that expect the default.
     """
     global _FORCED, MEMORY_BUDGET_BYTES
-    if memory_budget is not None and memory_budget < 1:  # checked before any state changes: nothing leaks
-        raise ValueError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
+    budget = None if memory_budget is None else _checked_budget(memory_budget)  # before any state changes
     saved = _FORCED, MEMORY_BUDGET_BYTES
     _FORCED = True
-    if memory_budget is not None:
-        MEMORY_BUDGET_BYTES = int(memory_budget)
+    if budget is not None:
+        MEMORY_BUDGET_BYTES = budget
     try:
         yield
     finally:
         _FORCED, MEMORY_BUDGET_BYTES = saved
+
+
+def _checked_budget(memory_budget: int) -> int:
+    if memory_budget < 1:
+        raise ValueError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
+    return int(memory_budget)
 
 
 def block_rows(n: int, budget: int, dim: int = 0) -> int:
@@ -103,7 +108,7 @@ class _Rows:
     A block of rows start:stop is multiplied with columns start:n only -- the tiles on and right of the
     diagonal -- since S is symmetric: entries left of it are the transposes of earlier blocks' tiles. A
     tile keeps only the edges strictly above the diagonal (``j > i``); the diagonal is every node's
-    self-loop, weight ``exp(0) = 1``, added by `_Graph.apply`. Each similarity is one dot product used for
+    self-loop, weight ``exp(0) = 1``, added by `_TiledGraph.apply`. Each similarity is one dot product used for
     both directions, so the graph is exactly symmetric.
 
     No normalised copy of the features is held (N x D fp32: 235 MiB at N = 16,384, D = 3584): a tile's
@@ -153,8 +158,7 @@ class _EdgeCache:
         self.columns = torch.empty(capacity // 8, dtype=torch.int32, device=device)
         self.values = torch.empty(capacity // 8, dtype=torch.float32, device=device)
         self.used = 0
-        self.row_counts: list[Tensor] = []
-        self.sparse_blocks: list[tuple[int, int, int, int]] = []  # rows start:stop, their edges first:last
+        self.sparse_blocks: list[_SparseBlock] = []
         self.dense: dict[tuple[int, int], Tensor] = {}
 
     def add(self, rows: _Rows, start: int, stop: int, sim: Tensor, edge: Tensor, counts: Tensor) -> bool:
@@ -171,17 +175,16 @@ class _EdgeCache:
         columns, values = rows.edge_weights(sim, edge, start)
         self.columns[self.used : self.used + edges] = columns
         self.values[self.used : self.used + edges] = values
-        self.sparse_blocks.append((start, stop, self.used, self.used + edges))
+        self.sparse_blocks.append(_SparseBlock(start, stop, self.used, self.used + edges, counts))
         self.used += edges
         self.left -= 8 * edges + 4 * (stop - start)
-        self.row_counts.append(counts)
         return True
 
     def finish(self) -> _SparseUpper | None:
         """The sparse tiles as one CSR matrix (see `_SparseUpper`), or None when no tile is sparse."""
-        if not self.row_counts:
+        if not self.sparse_blocks:
             return None
-        counts = torch.cat(self.row_counts)
+        counts = torch.cat([block.counts for block in self.sparse_blocks])
         crow = torch.cat([counts.new_zeros(1), counts.cumsum(0, dtype=torch.int32)])
         with warnings.catch_warnings():  # torch calls its sparse CSR support beta; we use construction and @ only
             warnings.simplefilter("ignore", UserWarning)
@@ -192,34 +195,40 @@ class _EdgeCache:
                 (counts.numel(), self.n),
                 check_invariants=False,
             )
-        rows = torch.cat([torch.arange(a, b, device=counts.device) for a, b, _, _ in self.sparse_blocks])
-        return _SparseUpper(csr, rows, counts, self.columns, self.values, self.sparse_blocks)
+        rows = torch.cat([torch.arange(b.start, b.stop, device=counts.device) for b in self.sparse_blocks])
+        return _SparseUpper(csr, rows, self.columns, self.values, self.sparse_blocks)
+
+
+class _SparseBlock(NamedTuple):
+    """One cached sparse tile: rows start:stop, their edges at first:last of the cache, `counts` per row."""
+
+    start: int
+    stop: int
+    first: int
+    last: int
+    counts: Tensor
 
 
 class _SparseUpper(NamedTuple):
-    """The cached sparse tiles: `csr` holds rows `rows` (edges per row `counts`) of the upper triangle."""
+    """The cached sparse tiles: `csr` holds rows `rows` of the upper triangle, tile by tile (`blocks`)."""
 
     csr: Tensor
     rows: Tensor
-    counts: Tensor
     columns: Tensor
     values: Tensor
-    blocks: list[tuple[int, int, int, int]]
+    blocks: list[_SparseBlock]
 
     def add_product(self, y: Tensor, out: Tensor) -> None:
         """``out += (U + U^T) y`` for these tiles U: U y by the CSR product, U^T y by scatter-adding each
         edge's ``E_ij y_i`` into ``out_j``, tile by tile (so its buffers stay within a block's workspace).
         """
         out[self.rows] += self.csr @ y
-        row = 0
-        for start, stop, first, last in self.blocks:
-            counts = self.counts[row : row + stop - start]
-            row += stop - start
+        for start, stop, first, last, counts in self.blocks:
             sources = torch.repeat_interleave(y[start:stop], counts, output_size=last - first)
             out.index_add_(0, self.columns[first:last], sources.mul_(self.values[first:last]))
 
 
-class _Graph:
+class _TiledGraph:
     """E of one group, as cached tiles and tiles to recompute: applies ``E y`` (E symmetric, diagonal 1)."""
 
     def __init__(
@@ -236,7 +245,7 @@ class _Graph:
         out = y.clone()  # the self-loops: E_ii = exp((1 - 1) / tau) = 1
         if self.sparse is not None:
             self.sparse.add_product(y, out)
-        tiles = [(bounds, tile) for bounds, tile in self.dense.items()]
+        tiles: list[tuple[tuple[int, int], Tensor | None]] = list(self.dense.items())
         if recompute:
             tiles = [*tiles, *((b, None) for b in self.recompute)]
         for (start, stop), tile in tiles:
@@ -264,9 +273,7 @@ def propagate_bounded(
     (B, N) the initial information, `valid` (B, N); returns the information per step ((B, N) each; all
     T + 1 steps with `keep_all_steps`, else the last) and the degree (B, N) int32, self-loop included.
     """
-    budget = MEMORY_BUDGET_BYTES if memory_budget is None else int(memory_budget)
-    if budget < 1:
-        raise ValueError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
+    budget = _checked_budget(MEMORY_BUDGET_BYTES if memory_budget is None else memory_budget)
     items = [
         _propagate_one(x[b], info[b], valid[b], similarity_threshold, temperature, iterations, keep_all_steps, budget)
         for b in range(x.shape[0])
@@ -308,7 +315,7 @@ def _propagate_one(
             norm[start:] += tile.sum(dim=0)
         del sim, edge
         start = stop
-    graph = _Graph(rows, cache.finish(), cache.dense, recompute)
+    graph = _TiledGraph(rows, cache.finish(), cache.dense, recompute)
     norm += graph.apply(torch.ones(n, device=x.device), recompute=False)  # Z = E 1, the softmax denominators
 
     v = info
