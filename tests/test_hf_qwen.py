@@ -20,6 +20,7 @@ from gprune.config import GPruneConfig
 from gprune.integrations.hf_args import cache_keyword, output_cache
 from gprune.pipeline import prune_call
 from gprune.testing.qwen import QWEN_MODEL_TYPES, VIDEO_PAD, VISION_END, VISION_START, TinyModel, tiny_qwen
+from qwen_reference import cut_encoder_output, keep_mask_from_report, reference_positions
 
 NEW_TOKENS = 4
 
@@ -117,52 +118,6 @@ def test_text_only_prompts_pass_through(tiny: TinyModel) -> None:
 # --- pruned decoding equals an independent cache-free recompute ----------------------------------------
 
 
-def _keep_mask_from_report(inputs: Any, image_token_id: int, report: Any) -> torch.Tensor:
-    """(B, L) kept tokens: images take the placeholder runs of their batch row in order."""
-    ids = inputs["input_ids"]
-    keep = inputs["attention_mask"].bool().clone()
-    cursor = dict.fromkeys(range(ids.shape[0]), 0)
-    placeholders = {b: (ids[b] == image_token_id).nonzero().flatten().tolist() for b in range(ids.shape[0])}
-    for image in report.images:
-        b = image.batch_index
-        columns = placeholders[b][cursor[b] : cursor[b] + image.tokens_before]
-        cursor[b] += image.tokens_before
-        kept = set(image.kept_indices.tolist())
-        for i, column in enumerate(columns):
-            keep[b, column] = i in kept
-    return keep
-
-
-def _reference_positions(model: Any, inputs: Any, keep_mask: torch.Tensor, compact: bool) -> list[torch.Tensor]:
-    """Per sample, the (3, n_kept) positions of the kept tokens, built without the adapter."""
-    mrope, _ = model.model.get_rope_index(
-        inputs["input_ids"],
-        inputs["mm_token_type_ids"],
-        image_grid_thw=inputs["image_grid_thw"],
-        attention_mask=inputs["attention_mask"],
-    )
-    out = []
-    for b in range(keep_mask.shape[0]):
-        kept = mrope[:, b, keep_mask[b]]
-        if compact:  # every value replaced by its rank among the values still in use
-            used = sorted({int(v) for v in kept.flatten()})
-            rank = {v: used[0] + i for i, v in enumerate(used)}
-            kept = torch.tensor([[rank[int(v)] for v in row] for row in kept])
-        out.append(kept)
-    return out
-
-
-def _cut_encoder_output(model: Any, pixel_values: torch.Tensor, grid: torch.Tensor, kept: list[torch.Tensor]) -> Any:
-    with torch.no_grad():
-        full = model.model.get_image_features(pixel_values, grid, return_dict=True)
-    fields = {"pooler_output": tuple(f[k] for f, k in zip(full.pooler_output, kept, strict=True))}
-    if getattr(full, "deepstack_features", None) is not None:
-        fields["deepstack_features"] = [
-            tuple(f[k] for f, k in zip(layer, kept, strict=True)) for layer in full.deepstack_features
-        ]
-    return type(full)(**fields)
-
-
 @pytest.mark.parametrize("positions", ["original", "compact"])
 def test_pruned_cached_decoding_equals_cache_free_recompute(tiny: TinyModel, positions: str) -> None:
     inputs = _batch_two(tiny)
@@ -175,14 +130,14 @@ def test_pruned_cached_decoding_equals_cache_free_recompute(tiny: TinyModel, pos
     assert generated.sequences.shape == (2, prompt_length + NEW_TOKENS)
     assert torch.equal(generated.sequences[:, :prompt_length], inputs["input_ids"])
 
-    keep_mask = _keep_mask_from_report(inputs, model.config.image_token_id, report)
-    ref_positions = _reference_positions(model, inputs, keep_mask, compact=positions == "compact")
+    keep_mask = keep_mask_from_report(inputs, report, {"image": model.config.image_token_id})
+    ref_positions = reference_positions(model, inputs, keep_mask, compact=positions == "compact")
     grid = inputs["image_grid_thw"]
     pixel_rows = torch.split(inputs["pixel_values"], grid.prod(-1).tolist())
     for b, images in enumerate([[0], [1, 2]]):
         ids = inputs["input_ids"][b][keep_mask[b]]
         new = generated.sequences[b, prompt_length:]
-        encoder_output = _cut_encoder_output(
+        encoder_output = cut_encoder_output(
             model,
             torch.cat([pixel_rows[k] for k in images]),
             grid[images],
@@ -309,11 +264,11 @@ def test_rope_deltas_continue_after_the_last_kept_position(tiny: TinyModel, posi
         prefill = model(**inputs, use_cache=True)
         step = model(input_ids=next_token, **{cache_keyword(model.forward): output_cache(prefill)}).logits[:, -1]
         report = gprune.last_report(model)
-    keep_mask = _keep_mask_from_report(inputs, model.config.image_token_id, report)
-    mrope = _reference_positions(model, inputs, keep_mask, compact=positions == "compact")[0].unsqueeze(1)
+    keep_mask = keep_mask_from_report(inputs, report, {"image": model.config.image_token_id})
+    mrope = reference_positions(model, inputs, keep_mask, compact=positions == "compact")[0].unsqueeze(1)
     after = torch.full((3, 1, 1), int(mrope.max()) + 1)
     sequence = torch.cat([inputs["input_ids"][keep_mask].unsqueeze(0), next_token], dim=1)
-    encoder_output = _cut_encoder_output(
+    encoder_output = cut_encoder_output(
         model, inputs["pixel_values"], inputs["image_grid_thw"], [r.kept_indices for r in report.images]
     )
     with torch.no_grad():

@@ -21,6 +21,7 @@ from gprune.config import GPruneConfig
 from gprune.pipeline import prune_call
 from gprune.testing.qwen import QWEN_MODEL_TYPES, TinyModel, tiny_qwen
 from gprune.video import kept_video_tokens, video_layout
+from qwen_reference import cut_encoder_output, keep_mask_from_report, reference_positions
 from qwen_video_inputs import batch, sample
 
 NEW_TOKENS = 3
@@ -118,47 +119,20 @@ def _reference_logits(tiny: TinyModel, inputs: Any, report: Any, b: int, positio
     """Cache-free logits of sample `b` after each generated token, built without the adapter."""
     model = tiny.model
     ids = inputs["input_ids"]
-    keep = inputs["attention_mask"].bool().clone()
-    for kind, token in (("image", model.config.image_token_id), ("video", model.config.video_token_id)):
-        columns = {r: (ids[r] == token).nonzero().flatten().tolist() for r in range(ids.shape[0])}
-        cursor = dict.fromkeys(columns, 0)
-        for item in (r for r in report.images if r.kind == kind):
-            row = item.batch_index
-            mine = columns[row][cursor[row] : cursor[row] + item.tokens_before]
-            cursor[row] += item.tokens_before
-            kept = set(item.kept_indices.tolist())
-            for i, column in enumerate(mine):
-                keep[row, column] = i in kept
-    rope_args = {k: inputs[k] for k in ("image_grid_thw", "video_grid_thw", "second_per_grid_ts") if k in inputs}
-    mrope, _ = model.model.get_rope_index(
-        ids, inputs["mm_token_type_ids"], attention_mask=inputs["attention_mask"], **rope_args
-    )
-    kept_positions = mrope[:, b, keep[b]]
-    if positions == "compact":
-        used = sorted({int(v) for v in kept_positions.flatten()})
-        rank = {v: used[0] + i for i, v in enumerate(used)}
-        kept_positions = torch.tensor([[rank[int(v)] for v in row] for row in kept_positions])
+    placeholders = {"image": model.config.image_token_id, "video": model.config.video_token_id}
+    keep = keep_mask_from_report(inputs, report, placeholders)
+    kept_positions = reference_positions(model, inputs, keep, compact=positions == "compact")[b]
     outputs = {}
-    with torch.no_grad():
-        for kind in ("image", "video"):
-            items = [(k, r) for k, r in enumerate(report.images) if r.kind == kind]
-            if not items:
-                continue
-            grid = inputs[f"{kind}_grid_thw"]
-            pixels = torch.split(inputs["pixel_values" if kind == "image" else "pixel_values_videos"],
-                                 grid.prod(-1).tolist())
-            order = [k for k, _ in items]
-            mine = [i for i, (k, r) in enumerate(items) if r.batch_index == b]
-            if not mine:
-                continue
-            full = model.model.get_image_features(torch.cat([pixels[i] for i in mine]), grid[mine], return_dict=True)
-            cut = [report.images[order[i]].kept_indices for i in mine]
-            fields = {"pooler_output": tuple(f[k] for f, k in zip(full.pooler_output, cut, strict=True))}
-            if getattr(full, "deepstack_features", None) is not None:
-                fields["deepstack_features"] = [
-                    tuple(f[k] for f, k in zip(layer, cut, strict=True)) for layer in full.deepstack_features
-                ]
-            outputs[kind] = type(full)(**fields)
+    for kind in ("image", "video"):
+        items = [(k, r) for k, r in enumerate(report.images) if r.kind == kind]
+        mine = [i for i, (_, r) in enumerate(items) if r.batch_index == b]
+        if not mine:
+            continue
+        grid = inputs[f"{kind}_grid_thw"]
+        pixels = torch.split(inputs["pixel_values" if kind == "image" else "pixel_values_videos"],
+                             grid.prod(-1).tolist())
+        cut = [report.images[items[i][0]].kept_indices for i in mine]
+        outputs[kind] = cut_encoder_output(model, torch.cat([pixels[i] for i in mine]), grid[mine], cut)
     last = int(kept_positions.max())
     logits = []
     for step in range(NEW_TOKENS):
