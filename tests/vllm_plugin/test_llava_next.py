@@ -14,12 +14,11 @@ from PIL import Image
 vllm = pytest.importorskip("vllm", reason="vLLM is not installed here (bash scripts/test_vllm.sh runs these tests)")
 
 from tiny_models import save_llava_next  # noqa: E402
-from vllm_helpers import EmbedRecorder, engine_model, make_engine  # noqa: E402
+from vllm_helpers import KEEP, EmbedRecorder, engine_model, make_engine  # noqa: E402
 
 from gprune.integrations.vllm.llava_next import GPruneLlavaNextForConditionalGeneration, image_layout  # noqa: E402
 from gprune.layouts import kept_token_count, select_in_layouts  # noqa: E402
 
-KEEP = 0.5
 SIZES = [(40, 60), (70, 30), (32, 32), (90, 50)]  # (height, width): 1x2, 2x1, 1x1 and 1x3-like grids
 
 
@@ -39,16 +38,6 @@ GREEDY = vllm.SamplingParams(max_tokens=6, temperature=0.0)
 @pytest.fixture(scope="module")
 def checkpoint(tmp_models: Path) -> Path:
     return save_llava_next(tmp_models / "llava_next")
-
-
-@pytest.fixture(scope="module")
-def plain(checkpoint: Path) -> Any:
-    return make_engine(checkpoint, limit_mm_per_prompt={"image": 3})
-
-
-@pytest.fixture(scope="module")
-def pruned(checkpoint: Path) -> Any:
-    return make_engine(checkpoint, {"keep": KEEP}, limit_mm_per_prompt={"image": 3})
 
 
 def test_plugin_is_discovered_and_its_class_runs(plain: Any, pruned: Any) -> None:

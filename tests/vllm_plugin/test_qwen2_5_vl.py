@@ -14,7 +14,7 @@ from PIL import Image
 vllm = pytest.importorskip("vllm", reason="vLLM is not installed here (bash scripts/test_vllm.sh runs these tests)")
 
 from tiny_models import save_qwen2_5_vl  # noqa: E402
-from vllm_helpers import EmbedRecorder, PositionRecorder, engine_model, make_engine  # noqa: E402
+from vllm_helpers import KEEP, EmbedRecorder, PositionRecorder, engine_model, make_engine  # noqa: E402
 
 from gprune.integrations.vllm.qwen_vl import (  # noqa: E402
     OFFSET_CHANNELS,
@@ -24,7 +24,6 @@ from gprune.integrations.vllm.qwen_vl import (  # noqa: E402
 )
 from gprune.layouts import kept_token_count, select_in_layouts, single_group_layout  # noqa: E402
 
-KEEP = 0.5
 SIZES = [(100, 150), (60, 60), (140, 90), (56, 200)]  # (height, width)
 SLOT = "<|vision_start|><|image_pad|><|vision_end|>"
 GREEDY = vllm.SamplingParams(max_tokens=6, temperature=0.0)
@@ -42,16 +41,6 @@ def request(images: list[Image.Image]) -> dict[str, Any]:
 @pytest.fixture(scope="module", params=["qwen2_5_vl", "qwen2_vl"])
 def checkpoint(tmp_models: Path, request: pytest.FixtureRequest) -> Path:
     return save_qwen2_5_vl(tmp_models / request.param, model_type=request.param)
-
-
-@pytest.fixture(scope="module")
-def plain(checkpoint: Path) -> Any:
-    return make_engine(checkpoint, limit_mm_per_prompt={"image": 3})
-
-
-@pytest.fixture(scope="module")
-def pruned(checkpoint: Path) -> Any:
-    return make_engine(checkpoint, {"keep": KEEP}, limit_mm_per_prompt={"image": 3})
 
 
 def image_token_id(llm: Any) -> int:

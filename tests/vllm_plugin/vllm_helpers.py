@@ -23,6 +23,10 @@ ENGINE_ARGS: dict[str, Any] = {
 }
 
 
+KEEP = 0.5
+"""The keep ratio of the `pruned` engines (tests/vllm_plugin/conftest.py)."""
+
+
 def make_engine(path: Path, gprune: dict[str, Any] | None = None, **kwargs: Any) -> Any:
     overrides = {"hf_overrides": {"gprune": gprune}} if gprune is not None else {}
     return vllm.LLM(str(path), **ENGINE_ARGS, **overrides, **kwargs)
