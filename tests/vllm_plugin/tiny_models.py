@@ -42,35 +42,12 @@ def save_qwen2_5_vl(
     import transformers
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
 
-    from gprune.testing.qwen import IMAGE_PAD, VIDEO_PAD, VISION_END, VISION_START, _vision_config, tiny_qwen_tokenizer
+    from gprune.testing.qwen import tiny_qwen_config, tiny_qwen_tokenizer
 
     tokenizer = tiny_qwen_tokenizer()
-    ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in (IMAGE_PAD, VIDEO_PAD, VISION_START, VISION_END)}
-    half = hidden // 8  # half the head size (4 heads), split 1/4 : 3/8 : 3/8 as Qwen's 16/24/24 of 64
-    sections = [half // 4, 3 * half // 8, 3 * half // 8]
-    text = {
-        "vocab_size": len(tokenizer),
-        "hidden_size": hidden,
-        "intermediate_size": 2 * hidden,
-        "num_hidden_layers": layers,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "rope_parameters": {"rope_type": "default", "rope_theta": 1e4, "mrope_section": sections},
-        "max_position_embeddings": 4096,
-        "eos_token_id": tokenizer.eos_token_id,
-        "pad_token_id": tokenizer.pad_token_id,
-    }
+    # 4 heads of hidden / 4: vLLM's CPU attention takes head_dim 32, 64, 80, ... (the default 128 gives 32)
+    config = tiny_qwen_config(model_type, tokenizer, hidden=hidden, layers=layers, max_positions=4096)
     names = {"qwen2_5_vl": "Qwen2_5_VL", "qwen2_vl": "Qwen2VL"}[model_type]
-    config = getattr(transformers, f"{names}Config")(
-        text_config=text,
-        vision_config=_vision_config(model_type, hidden),
-        image_token_id=ids[IMAGE_PAD],
-        video_token_id=ids[VIDEO_PAD],
-        vision_start_token_id=ids[VISION_START],
-        vision_end_token_id=ids[VISION_END],
-    )
-    config.eos_token_id = tokenizer.eos_token_id
-    config.pad_token_id = tokenizer.pad_token_id
     torch.manual_seed(0)
     getattr(transformers, f"{names}ForConditionalGeneration")(config).eval().save_pretrained(path)
     tokenizer.save_pretrained(path)

@@ -88,35 +88,39 @@ def _vision_config(model_type: str, text_hidden: int) -> dict[str, Any]:
     return {**blocks, "num_position_embeddings": 16, "deepstack_visual_indexes": [0, 1]}
 
 
-def tiny_qwen_vl(model_type: str, tokenizer: Any = None, *, seed: int = 0, dtype: torch.dtype = torch.float32) -> Any:
-    """A random-weight Qwen-VL model of `model_type` whose special token ids match `tokenizer` (eval mode).
+def tiny_qwen_config(
+    model_type: str, tokenizer: Any = None, *, hidden: int = 64, layers: int = 2, max_positions: int = 1024
+) -> Any:
+    """The config of a tiny Qwen-VL of `model_type` whose special token ids match `tokenizer`.
 
-    Text model: hidden 64, 2 layers, 4 heads (2 KV heads), head_dim 16 with mRoPE sections summing to 8.
+    Text model: `hidden` wide (64: head_dim 16), `layers` layers, 4 heads (2 KV heads), MLP 2 x hidden,
+    mRoPE sections over half a head split 1/4 : 3/8 : 3/8 as Qwen's 16/24/24 of 64 (Qwen3-VL at 64:
+    interleaved 4/2/2). Vision tower: `_vision_config`.
     """
     family = _family(model_type)
     tokenizer = tokenizer if tokenizer is not None else tiny_qwen_tokenizer()
     ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in QWEN_SPECIAL_TOKENS}
-    hidden = 64
-    sections = [4, 2, 2] if model_type == "qwen3_vl" else [2, 3, 3]
+    half = hidden // 8  # half of a head (4 heads)
+    sections = [4, 2, 2] if model_type == "qwen3_vl" else [half // 4, 3 * half // 8, 3 * half // 8]
     rope: dict[str, Any] = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": sections}
     if model_type == "qwen3_vl":
         rope["mrope_interleaved"] = True
     text = {
         "vocab_size": len(tokenizer),
         "hidden_size": hidden,
-        "intermediate_size": 128,
-        "num_hidden_layers": 2,
+        "intermediate_size": 2 * hidden,
+        "num_hidden_layers": layers,
         "num_attention_heads": 4,
         "num_key_value_heads": 2,
-        "head_dim": 16,
+        "head_dim": hidden // 4,
         "rope_parameters": rope,
-        "max_position_embeddings": 1024,
+        "max_position_embeddings": max_positions,
         "bos_token_id": None,
         "eos_token_id": tokenizer.eos_token_id,
         "pad_token_id": tokenizer.pad_token_id,
     }
     if model_type != "qwen3_vl":
-        del text["head_dim"]  # hidden / heads = 16 already
+        del text["head_dim"]  # hidden / heads already
     config = _transformers_attr(family.config_class)(
         text_config=text,
         vision_config=_vision_config(model_type, hidden),
@@ -127,6 +131,18 @@ def tiny_qwen_vl(model_type: str, tokenizer: Any = None, *, seed: int = 0, dtype
     )
     config.pad_token_id = tokenizer.pad_token_id
     config.eos_token_id = tokenizer.eos_token_id
+    return config
+
+
+def tiny_qwen_vl(model_type: str, tokenizer: Any = None, *, seed: int = 0, dtype: torch.dtype = torch.float32) -> Any:
+    """A random-weight Qwen-VL model of `model_type` whose special token ids match `tokenizer` (eval mode).
+
+    Text model: hidden 64, 2 layers, 4 heads (2 KV heads), head_dim 16 with mRoPE sections summing to 8
+    (`tiny_qwen_config`).
+    """
+    family = _family(model_type)
+    tokenizer = tokenizer if tokenizer is not None else tiny_qwen_tokenizer()
+    config = tiny_qwen_config(model_type, tokenizer)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = _transformers_attr(family.model_class)(config)
