@@ -20,13 +20,11 @@ if TYPE_CHECKING:  # pragma: no cover
         remove,
     )
 
-_HF_NAMES = ("apply", "image_layout", "is_pruned", "kept_tokens", "last_report", "pruned", "pruning_config", "remove")
-
 __all__ = ["apply", "image_layout", "is_pruned", "kept_tokens", "last_report", "pruned", "pruning_config", "remove"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in _HF_NAMES:
+    if name in __all__:  # every public name comes from the transformers integration
         return getattr(importlib.import_module("gprune.integrations.hf"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
